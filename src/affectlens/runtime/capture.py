@@ -1,0 +1,142 @@
+"""Hidden-state capture: one forward pass, forward hooks on chosen decoder blocks, reduction inside the hook.
+
+Positions are given per sequence in its own token coordinates (0 = its first real token), so the same request
+means the same tokens under left padding, right padding or none. The result is float32 ``[batch, layers, d]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from affectlens.runtime.arch import Arch
+
+
+@dataclass(frozen=True)
+class LastToken:
+    """The last real token of each sequence (for a prompt, the one whose logits choose the first reply token)."""
+
+
+@dataclass(frozen=True)
+class TokenMean:
+    """The mean over tokens ``start[b] <= k < end[b]`` of sequence ``b``, in its own token coordinates."""
+
+    start: torch.Tensor
+    end: torch.Tensor
+
+
+Positions = LastToken | TokenMean
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook when the caller needs no logits, to skip the remaining blocks."""
+
+
+@dataclass
+class Capture:
+    hidden: torch.Tensor  # float32 [batch, len(layers), d_model]
+    logits: torch.Tensor | None  # [batch, seq, vocab] when asked for
+    cache: object | None
+
+
+def sequence_bounds(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index of the first real token, number of real tokens) per row; real tokens must be contiguous."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(dim=1)
+    first = mask.int().argmax(dim=1)
+    return first, lengths
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each sequence's first real token, so padding never shifts rotary positions."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _weights(at: Positions, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] float weights whose product with a block output gives the requested reduction."""
+    first, lengths = sequence_bounds(attention_mask)
+    batch, seq = attention_mask.shape
+    device = attention_mask.device
+    if isinstance(at, LastToken):
+        start, end = lengths - 1, lengths
+    else:
+        start = at.start.to(device).long().clamp(min=0)
+        end = torch.minimum(at.end.to(device).long(), lengths)
+        if bool((end <= start).any()):
+            raise ValueError("every sequence needs at least one token in its capture range")
+    index = torch.arange(seq, device=device)[None, :] - first[:, None]
+    inside = (index >= start[:, None]) & (index < end[:, None]) & attention_mask.bool()
+    weights = inside.float()
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+@torch.inference_mode()
+def capture(
+    model: torch.nn.Module,
+    arch: Arch,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+    at: Positions | None = None,
+    *,
+    need_logits: bool = False,
+    cache: object | None = None,
+    logits_to_keep: int = 0,
+) -> Capture:
+    """Run ``model`` once and read the residual stream after each block in ``layers`` at positions ``at``.
+
+    Without ``need_logits`` the pass stops after the deepest requested block. ``logits_to_keep=1`` keeps
+    only the last position's logits (what sampling needs).
+    """
+    at = at or LastToken()
+    layers = list(layers)
+    n_blocks = len(arch.blocks)
+    if not layers or min(layers) < 0 or max(layers) >= n_blocks:
+        raise ValueError(f"layers must lie in 0..{n_blocks - 1}, got {layers}")
+    device = input_ids.device
+    weights = _weights(at, attention_mask.to(device))
+    out = torch.zeros(input_ids.shape[0], len(layers), arch_width(model), dtype=torch.float32, device=device)
+    deepest = max(layers)
+    slots: dict[int, list[int]] = {}
+    for slot, layer in enumerate(layers):
+        slots.setdefault(layer, []).append(slot)
+
+    def hook_for(layer: int):
+        def hook(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            w = weights.to(hidden.device)
+            reduced = torch.einsum("bt,btd->bd", w, hidden.float())
+            for slot in slots[layer]:
+                out[:, slot] = reduced.to(device)
+            if layer == deepest and not need_logits:
+                raise _StopForward
+
+        return hook
+
+    handles = [arch.blocks[layer].register_forward_hook(hook_for(layer)) for layer in slots]
+    logits = None
+    new_cache = None
+    try:
+        result = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask).to(device),
+            cache=cache,
+            use_cache=cache is not None,
+            logits_to_keep=logits_to_keep if need_logits else 1,
+        )
+        logits = result.logits if need_logits else None
+        new_cache = getattr(result, "cache", None)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Capture(hidden=out, logits=logits, cache=new_cache)
+
+
+def arch_width(model: torch.nn.Module) -> int:
+    config = model.config
+    return int(getattr(config, "hidden_size", None) or config.get_text_config().hidden_size)

@@ -1,0 +1,26 @@
+"""Stimuli: the prompts, the face catalogue, the priming exchanges and the emotion-story corpus.
+
+Shipped data lives in ``data/`` as JSONL (one record a line). User files of the same schema are validated
+line by line, and every error names the file and the line.
+"""
+
+from affectlens.stimuli.jsonl import content_hash, read_jsonl
+from affectlens.stimuli.prompts import (
+    DEFAULT_PROMPTS,
+    Prompt,
+    PromptSet,
+    load_catalogue,
+    load_primer,
+    load_prompts,
+)
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "Prompt",
+    "PromptSet",
+    "content_hash",
+    "load_catalogue",
+    "load_primer",
+    "load_prompts",
+    "read_jsonl",
+]
