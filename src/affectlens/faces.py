@@ -119,6 +119,8 @@ def canonicalize(face: str) -> str:
 def _skip_prefix(reply: str) -> int:
     i = 0
     while i < len(reply) and (reply[i].isspace() or reply[i] in MARKDOWN_MARKERS):
+        if reply[i] in "#*" and reply[i + 1 : i + 2] in ("\ufe0f", "\u20e3"):
+            break  # the keycap emoji #️⃣ and *️⃣, not markdown
         i += 1
     return i
 

@@ -67,9 +67,13 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
     try:
         return load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
+    except FileNotFoundError:
+        raise AffectlensError(f"{path}: no such file") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise AffectlensError(f"{path}: unreadable safetensors file ({exc})") from None
 
 

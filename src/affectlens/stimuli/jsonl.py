@@ -27,7 +27,12 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise AffectlensError(f"{path}:{line}: not valid UTF-8 (byte {exc.start})") from None
-    return text.lstrip("\ufeff").splitlines()
+    # Split on newlines only: str.splitlines() would also break at U+2028/U+2029/U+0085, which JSON allows
+    # unescaped inside strings.
+    lines = text.lstrip("\ufeff").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -1,0 +1,96 @@
+"""Benchmark: affectlens elicitation against the straightforward reference, on the same prompts, in one run.
+
+Reference: one ``model.generate(..., output_hidden_states=True)`` per sample at batch size 1, which recomputes
+the prompt for every sample and always decodes to the token cap (or EOS). affectlens: batched prompts, one
+prefill per prompt shared by its samples through the KV cache, ``h_first`` from that prefill, and early stop
+once a reply's face is settled. Prints samples per second for both, their ratio, and the largest ``h_first``
+difference (which must be below 1e-4).
+
+    python bench/elicit.py [--model smollm2-135m] [--per-cell 2] [--samples 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from affectlens import ElicitConfig, load_model
+from affectlens.faces import extract_face
+from affectlens.runtime.render import Renderer
+from affectlens.stages.elicit import generate_batch, resolve_layers
+from affectlens.stimuli import load_prompts
+
+
+def reference(handle, renderer, prompts, samples: int, max_new_tokens: int) -> tuple[torch.Tensor, list[str]]:
+    """h_first [prompts, layers, d] and the replies, one generate() per sample."""
+    model, tokenizer = handle.model, handle.tokenizer
+    # Block outputs only: without this the last entry of hidden_states has the final norm applied.
+    model.config.tie_last_hidden_states = False
+    states, replies = [], []
+    for prompt in prompts:
+        ids = torch.tensor([renderer.encode(prompt.text)])
+        for sample in range(samples):
+            torch.manual_seed(sample)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
+                                 top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, output_hidden_states=True,
+                                 return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+            replies.append(tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True))
+            if sample == 0:
+                prefill = out.hidden_states[0]  # step 0: the prompt pass; entry i + 1 is block i's output
+                states.append(torch.stack([h[0, -1] for h in prefill[1:]]).float())
+    return torch.stack(states), replies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--per-cell", type=int, default=2, help="prompts per cell")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--batch-prompts", type=int, default=8)
+    args = parser.parse_args()
+
+    torch.set_grad_enabled(False)
+    handle = load_model(args.model)
+    taken: dict[str, int] = {}
+    prompts = []
+    for prompt in load_prompts():
+        if taken.get(prompt.cell, 0) < args.per_cell:
+            taken[prompt.cell] = taken.get(prompt.cell, 0) + 1
+            prompts.append(prompt)
+    renderer = Renderer(handle.tokenizer)
+    config = ElicitConfig(samples=args.samples, max_new_tokens=args.max_new_tokens, batch_prompts=args.batch_prompts)
+    layers = resolve_layers(handle, None)
+    n_samples = len(prompts) * args.samples
+    print(f"{args.model}: {len(prompts)} prompts x {args.samples} samples = {n_samples} samples, "
+          f"{torch.get_num_threads()} threads, {handle.device}")
+
+    start = time.perf_counter()
+    ours, records = [], []
+    for i in range(0, len(prompts), args.batch_prompts):
+        hidden, batch_records = generate_batch(handle, renderer, prompts[i:i + args.batch_prompts], config, layers)
+        ours.append(hidden)
+        records += batch_records
+    ours_s = time.perf_counter() - start
+    h_ours = torch.cat(ours)
+
+    start = time.perf_counter()
+    h_ref, replies = reference(handle, renderer, prompts, args.samples, args.max_new_tokens)
+    ref_s = time.perf_counter() - start
+
+    diff = (h_ours - h_ref).abs().max().item()
+    ours_rate, ref_rate = n_samples / ours_s, n_samples / ref_s
+    face_rate_ours = sum(r["face"] is not None for r in records) / n_samples
+    face_rate_ref = sum(extract_face(r) is not None for r in replies) / n_samples
+    print(f"reference : {ref_s:7.1f} s  {ref_rate:6.2f} samples/s  face rate {face_rate_ref:.3f}")
+    print(f"affectlens: {ours_s:7.1f} s  {ours_rate:6.2f} samples/s  face rate {face_rate_ours:.3f}")
+    print(f"speed-up  : {ours_rate / ref_rate:.1f}x")
+    print(f"h_first max |difference|: {diff:.2e} ({'ok' if diff < 1e-4 else 'FAIL'}: tolerance 1e-4)")
+    if diff >= 1e-4:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

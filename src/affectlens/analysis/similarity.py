@@ -1,0 +1,443 @@
+"""Face encoders and their agreement: how well does a source of per-face cell distributions match the truth?
+
+An *encoder* is any source of per-face distributions over the affect cells (a model's emissions, a
+likelihood stage, a human survey, an API model). Every encoder loads into one table shape, checked by
+``check_encoder``: a DataFrame indexed by canonical face (index name ``"face"``), one float column per cell
+code in registry order (each row sums to 1), and an integer column ``"n"`` (the face's emit count where
+known, else 0). Agreement is the Jensen-Shannon similarity ``1 - JSD`` in bits, which lies in [0, 1].
+Reported numbers carry n (faces and emits) and a seeded bootstrap 95% percentile interval over faces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+
+from affectlens.cells import CellSet, default_cells
+from affectlens.errors import AffectlensError
+from affectlens.stats import bootstrap_ci
+
+ROW_SUM_TOLERANCE = 1e-6
+MIN_FACES = 3  # below this a mean over faces, and a bootstrap over them, says little
+GENERATION_COLUMNS = ("prompt_id", "cell", "sample", "face")
+
+
+def js_similarity(p: Any, q: Any, eps: float = 1e-12) -> float | np.ndarray:
+    """Jensen-Shannon similarity ``1 - JSD(p, q)``, JSD in bits, so the result lies in [0, 1].
+
+    ``p`` and ``q`` are 1-D distributions of length k (a float comes back) or 2-D arrays of shape (n, k)
+    compared row by row (an array of shape (n,) comes back); a 1-D side broadcasts against a 2-D one.
+    Entries are clipped below at ``eps`` and each row renormalised before the logs: that gives every term
+    of ``p * log(p / m)`` a finite value in place of the 0 * log 0 limit, and the error it adds is of
+    order ``k * eps * log2(1 / eps)`` (about 1e-9 for nine cells at the default). Rows need not sum to 1
+    beforehand, so counts work too. Identical rows give exactly 1.0, disjoint supports 0.0 to within 1e-9.
+    """
+    p_arr, q_arr = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p_arr.ndim not in (1, 2) or q_arr.ndim not in (1, 2):
+        raise AffectlensError(
+            f"js_similarity takes 1-D or 2-D arrays, got shapes {p_arr.shape} and {q_arr.shape}"
+        )
+    try:
+        p2, q2 = np.broadcast_arrays(np.atleast_2d(p_arr), np.atleast_2d(q_arr))
+    except ValueError:
+        raise AffectlensError(f"js_similarity: shapes {p_arr.shape} and {q_arr.shape} do not match") from None
+    for side in (p2, q2):
+        if not np.isfinite(side).all() or (side < 0).any():
+            raise AffectlensError("js_similarity: distributions must be finite and non-negative")
+        if (side.sum(axis=1) <= 0).any():
+            raise AffectlensError("js_similarity: a distribution has no mass (all zeros)")
+    p2, q2 = _clip_normalise(p2, eps), _clip_normalise(q2, eps)
+    # m = (p + q) / 2 is exact in floating point when p == q, so log2(p / m) is exactly 0 and JSD exactly 0.
+    m = 0.5 * (p2 + q2)
+    jsd = 0.5 * (np.sum(p2 * np.log2(p2 / m), axis=1) + np.sum(q2 * np.log2(q2 / m), axis=1))
+    similarity = np.clip(1.0 - jsd, 0.0, 1.0)  # rounding can push JSD a hair outside [0, 1]
+    if p_arr.ndim == 1 and q_arr.ndim == 1:
+        return float(similarity[0])
+    return similarity
+
+
+def _clip_normalise(x: np.ndarray, eps: float) -> np.ndarray:
+    x = np.maximum(x, eps)
+    return x / x.sum(axis=1, keepdims=True)
+
+
+def check_encoder(frame: pd.DataFrame, cells: CellSet | None = None) -> None:
+    """Raise AffectlensError (one line naming the problem) unless ``frame`` has the encoder table shape.
+
+    Checks: a column per cell code and an integer ``"n"`` column; finite, non-negative cell values; rows
+    summing to 1 within 1e-6; no face twice in the index. Extra columns (such as ``"members"``) are allowed.
+    """
+    cells = cells or default_cells()
+    if not isinstance(frame, pd.DataFrame):
+        raise AffectlensError(f"an encoder must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [code for code in cells.codes if code not in frame.columns]
+    if missing:
+        raise AffectlensError(f"encoder table is missing cell columns: {', '.join(missing)}")
+    if "n" not in frame.columns:
+        raise AffectlensError("encoder table is missing the integer column 'n' (emit count, 0 where unknown)")
+    if not pd.api.types.is_integer_dtype(frame["n"]) or (frame["n"] < 0).any():
+        raise AffectlensError("encoder column 'n' must hold non-negative integers")
+    values = frame[cells.codes].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise AffectlensError("encoder table has missing or non-finite cell values")
+    if (values < 0).any():
+        face = frame.index[(values < 0).any(axis=1)][0]
+        raise AffectlensError(f"encoder table has negative cell values (face {face!r})")
+    bad = np.abs(values.sum(axis=1) - 1.0) > ROW_SUM_TOLERANCE
+    if bad.any():
+        face = frame.index[bad][0]
+        raise AffectlensError(f"encoder row for face {face!r} sums to {values[bad][0].sum():.6g}, not 1")
+    if frame.index.has_duplicates:
+        dupes = frame.index[frame.index.duplicated()].unique()
+        raise AffectlensError(f"encoder table lists faces more than once: {', '.join(map(repr, dupes[:5]))}")
+
+
+def _matrix(frame: pd.DataFrame, cells: CellSet) -> np.ndarray:
+    return frame[cells.codes].to_numpy(dtype=np.float64)
+
+
+def _encoder_frame(
+    faces: Sequence[str], matrix: np.ndarray, n: Sequence[int], cells: CellSet
+) -> pd.DataFrame:
+    frame = pd.DataFrame(matrix, index=pd.Index(list(faces), name="face", dtype=object), columns=cells.codes)
+    frame["n"] = np.asarray(n, dtype=np.int64)
+    return frame
+
+
+def _check_names(names: Sequence[str]) -> None:
+    # Member lists are stored comma-joined, so a comma inside a name would make them ambiguous.
+    for name in names:
+        if not isinstance(name, str) or not name or "," in name:
+            raise AffectlensError(f"encoder names must be non-empty strings without commas, got {name!r}")
+
+
+def emission_encoder(generations: pd.DataFrame, cells: CellSet | None = None) -> pd.DataFrame:
+    """Each face's empirical distribution over the cells whose prompts it was emitted in; n = emit count.
+
+    ``generations`` is an elicitation table with columns prompt_id, cell, sample, face (None or NaN where
+    a reply opened with no face). Faces come out most emitted first, ties by face string.
+    """
+    cells = cells or default_cells()
+    missing = [c for c in GENERATION_COLUMNS if c not in generations.columns]
+    if missing:
+        raise AffectlensError(f"generations table is missing columns: {', '.join(missing)}")
+    emitted = generations.loc[generations["face"].notna(), ["cell", "face"]]
+    if emitted.empty:
+        return _encoder_frame([], np.empty((0, len(cells))), [], cells)
+    unknown = sorted(set(emitted["cell"]) - set(cells.codes))
+    if unknown:
+        raise AffectlensError(
+            f"generations name cells outside the {cells.name} set: {', '.join(map(str, unknown))}"
+        )
+    counts = pd.crosstab(emitted["face"], emitted["cell"]).reindex(columns=cells.codes, fill_value=0)
+    n = counts.sum(axis=1)
+    order = sorted(counts.index, key=lambda face: (-n[face], face))
+    counts, n = counts.loc[order], n.loc[order]
+    matrix = counts.to_numpy(dtype=np.float64) / np.maximum(n.to_numpy(dtype=np.float64), 1.0)[:, None]
+    return _encoder_frame(list(counts.index), matrix.reshape(len(order), len(cells)), n.to_numpy(), cells)
+
+
+def _aligned(encoder: pd.DataFrame, truth: pd.DataFrame, floor: int) -> list[str]:
+    """Faces in the truth with n >= floor that the encoder also scores, in the truth's order."""
+    kept = truth.index[truth["n"].to_numpy() >= floor]
+    return list(kept[kept.isin(encoder.index)])
+
+
+def _bootstrap(sims: np.ndarray, weights: np.ndarray, n_boot: int, seed: int) -> dict[str, float | None]:
+    """Percentile 95% intervals of the face-uniform and emit-weighted means, resampling faces."""
+    faces = np.arange(len(sims))  # each face is its own group: the face is the unit being averaged
+
+    def weighted(idx: np.ndarray) -> float:
+        total = weights[idx].sum()
+        # A resample of only zero-weight faces (possible with floor < 1) has no weighted mean; NaN skips it.
+        return float((weights[idx] * sims[idx]).sum() / total) if total > 0 else math.nan
+
+    # The same seed gives both statistics the same resamples, so their intervals are comparable.
+    u_lo, u_hi = bootstrap_ci(lambda idx: float(sims[idx].mean()), faces, n_boot=n_boot, seed=seed)
+    w_lo = w_hi = None
+    if weights.sum() > 0:
+        w_lo, w_hi = bootstrap_ci(weighted, faces, n_boot=n_boot, seed=seed)
+    return {
+        "face_uniform_lo": u_lo,
+        "face_uniform_hi": u_hi,
+        "emit_weighted_lo": w_lo,
+        "emit_weighted_hi": w_hi,
+    }
+
+
+def _summarise(
+    sims: np.ndarray, weights: np.ndarray, *, n_boot: int, seed: int, floor: int
+) -> dict[str, Any]:
+    n_faces, n_emits = len(sims), int(weights.sum())
+    result: dict[str, Any] = {
+        "face_uniform": float(sims.mean()) if n_faces else None,
+        "emit_weighted": float((weights * sims).sum() / n_emits) if n_emits else None,
+        "n_faces": n_faces,
+        "n_emits": n_emits,
+        "face_uniform_lo": None,
+        "face_uniform_hi": None,
+        "emit_weighted_lo": None,
+        "emit_weighted_hi": None,
+        "interval": "bootstrap 95% percentile over faces",
+        "n_boot": n_boot,
+        "seed": seed,
+        "floor": floor,
+        "thin": n_faces < MIN_FACES,
+        "reason": None,
+    }
+    if result["thin"]:
+        result["reason"] = f"only {n_faces} face(s) overlap with the truth at floor {floor}; need {MIN_FACES}"
+    else:
+        result.update(_bootstrap(sims, weights, n_boot, seed))
+    return result
+
+
+def compare_to_truth(
+    encoder: pd.DataFrame,
+    truth: pd.DataFrame,
+    *,
+    floor: int = 1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cells: CellSet | None = None,
+) -> dict[str, Any]:
+    """JS similarity of an encoder to the truth over the faces both score (truth n >= ``floor``).
+
+    Returns face_uniform (plain mean over faces), emit_weighted (mean weighted by the truth's n), n_faces,
+    n_emits, their bootstrap 95% percentile intervals (``*_lo``, ``*_hi``; faces resampled with
+    replacement, seeded), n_boot, seed and floor. Fewer than 3 shared faces never raise: the numbers that
+    exist come back with ``thin`` true, a ``reason``, and no intervals.
+    """
+    cells = cells or default_cells()
+    check_encoder(encoder, cells)
+    check_encoder(truth, cells)
+    if n_boot < 1:
+        raise AffectlensError(f"n_boot must be at least 1, got {n_boot}")
+    faces = _aligned(encoder, truth, floor)
+    sims = js_similarity(_matrix(encoder.loc[faces], cells), _matrix(truth.loc[faces], cells))
+    weights = truth.loc[faces, "n"].to_numpy(dtype=np.float64)
+    return _summarise(np.asarray(sims), weights, n_boot=n_boot, seed=seed, floor=floor)
+
+
+def average_encoders(encoders: Sequence[pd.DataFrame], cells: CellSet | None = None) -> pd.DataFrame:
+    """The ensemble: the mean of the members' distributions on the faces every member scores.
+
+    Faces keep the first member's order; n is the members' summed n (all the emits behind the face).
+    """
+    cells = cells or default_cells()
+    if not encoders:
+        raise AffectlensError("average_encoders needs at least one encoder")
+    for frame in encoders:
+        check_encoder(frame, cells)
+    common = encoders[0].index
+    for frame in encoders[1:]:
+        common = common[common.isin(frame.index)]
+    faces = list(common)
+    matrix = np.mean([_matrix(frame.loc[faces], cells) for frame in encoders], axis=0)
+    n = np.sum([frame.loc[faces, "n"].to_numpy() for frame in encoders], axis=0)
+    return _encoder_frame(faces, matrix.reshape(len(faces), len(cells)), n, cells)
+
+
+def lookup_table(encoders: dict[str, pd.DataFrame], cells: CellSet | None = None) -> pd.DataFrame:
+    """Every face any member scores, with its distribution averaged over the members that scored it.
+
+    Faces come in order of first appearance (members in dict order); ``members`` names the members that
+    scored the face, comma-joined; n is their summed n.
+    """
+    cells = cells or default_cells()
+    if not encoders:
+        raise AffectlensError("lookup_table needs at least one encoder")
+    _check_names(list(encoders))
+    for frame in encoders.values():
+        check_encoder(frame, cells)
+    faces = list(dict.fromkeys(face for frame in encoders.values() for face in frame.index))
+    # NaN marks "not scored" so nanmean averages over exactly the members that scored each face.
+    stacked = np.stack([_matrix(frame.reindex(faces), cells) for frame in encoders.values()])
+    matrix = np.nanmean(stacked, axis=0) if faces else np.empty((0, len(cells)))
+    n = sum(frame["n"].reindex(faces, fill_value=0).to_numpy() for frame in encoders.values())
+    table = _encoder_frame(faces, matrix, n, cells)
+    table["members"] = [",".join(name for name, f in encoders.items() if face in f.index) for face in faces]
+    return table
+
+
+def subset_search(
+    encoders: dict[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    *,
+    floor: int = 1,
+    max_members: int = 12,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cells: CellSet | None = None,
+) -> pd.DataFrame:
+    """Rank every non-empty subset of encoders, as an averaged ensemble, by emit-weighted similarity.
+
+    All subsets are scored on the same faces: those every encoder and the truth (n >= ``floor``) share,
+    so rows differ only by their members. Columns: members (comma-joined), size, face_uniform,
+    emit_weighted, n_faces, n_emits, and the 95% interval columns. Sorted best first (ties: higher
+    face_uniform, then fewer members). Only the best row gets a bootstrap interval: 2^k - 1 bootstraps
+    would dominate the run time, and the best row is the one that is reported. That interval is
+    conditional on having picked this subset on these faces, so it is optimistic; to estimate the
+    winner honestly, choose it on one set of prompts and score it on another.
+    """
+    cells = cells or default_cells()
+    names = list(encoders)
+    if not names:
+        raise AffectlensError("subset_search needs at least one encoder")
+    if len(names) > max_members:
+        raise AffectlensError(
+            f"subset_search over {len(names)} encoders would score {2 ** len(names) - 1} subsets; "
+            f"the limit is {max_members} encoders"
+        )
+    _check_names(names)
+    check_encoder(truth, cells)
+    for frame in encoders.values():
+        check_encoder(frame, cells)
+    faces = truth.index[truth["n"].to_numpy() >= floor]
+    for frame in encoders.values():
+        faces = faces[faces.isin(frame.index)]
+    if len(faces) == 0:
+        raise AffectlensError(f"no face is scored by every encoder and by the truth at floor {floor}")
+    target = _matrix(truth.loc[faces], cells)
+    weights = truth.loc[faces, "n"].to_numpy(dtype=np.float64)
+    n_emits = weights.sum()
+    mats = [_matrix(encoders[name].loc[faces], cells) for name in names]
+    rows, sims_by_row = [], []
+    for size in range(1, len(names) + 1):
+        for subset in itertools.combinations(range(len(names)), size):
+            sims = np.asarray(js_similarity(np.mean([mats[i] for i in subset], axis=0), target))
+            rows.append(
+                {
+                    "members": ",".join(names[i] for i in subset),
+                    "size": size,
+                    "face_uniform": float(sims.mean()),
+                    "emit_weighted": float((weights * sims).sum() / n_emits) if n_emits else math.nan,
+                    "n_faces": len(faces),
+                    "n_emits": int(n_emits),
+                }
+            )
+            sims_by_row.append(sims)
+    table = pd.DataFrame(rows)
+    # Stable sort keeps enumeration order (smaller, then earlier subsets) among exact ties.
+    table = table.sort_values(
+        ["emit_weighted", "face_uniform", "size"], ascending=[False, False, True], kind="stable"
+    )
+    best = _summarise(sims_by_row[table.index[0]], weights, n_boot=n_boot, seed=seed, floor=floor)
+    table = table.reset_index(drop=True)
+    for key in ("face_uniform_lo", "face_uniform_hi", "emit_weighted_lo", "emit_weighted_hi"):
+        table[key] = np.nan
+        table.loc[0, key] = np.nan if best[key] is None else best[key]
+    table.attrs.update({"n_boot": n_boot, "seed": seed, "floor": floor, "thin": best["thin"]})
+    return table
+
+
+def pairwise_similarity(encoders: dict[str, pd.DataFrame], cells: CellSet | None = None) -> pd.DataFrame:
+    """Square matrix of face-uniform JS similarity between encoders, each pair on the faces both score.
+
+    The diagonal is 1.0; a pair with no shared face is NaN. ``.attrs["n_faces"]`` holds the shared-face
+    counts as a nested dict, so every entry's n travels with the matrix.
+    """
+    cells = cells or default_cells()
+    names = list(encoders)
+    for frame in encoders.values():
+        check_encoder(frame, cells)
+    values = np.eye(len(names))
+    counts = {a: {b: len(encoders[a]) if a == b else 0 for b in names} for a in names}
+    for i, j in itertools.combinations(range(len(names)), 2):
+        a, b = encoders[names[i]], encoders[names[j]]
+        faces = list(a.index[a.index.isin(b.index)])
+        counts[names[i]][names[j]] = counts[names[j]][names[i]] = len(faces)
+        if faces:
+            sims = js_similarity(_matrix(a.loc[faces], cells), _matrix(b.loc[faces], cells))
+            values[i, j] = values[j, i] = float(np.mean(sims))
+        else:
+            values[i, j] = values[j, i] = np.nan
+    matrix = pd.DataFrame(
+        values, index=pd.Index(names, name="encoder"), columns=pd.Index(names, name="encoder")
+    )
+    matrix.attrs["n_faces"] = counts
+    return matrix
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def similarity_figure(
+    pairwise: pd.DataFrame, comparison_rows: Sequence[dict[str, Any]], path_stem: str | Path
+) -> list[Path]:
+    """Two panels: the pairwise similarity heat map (annotated), and each encoder's emit-weighted
+    similarity to the truth with its 95% interval. Writes ``path_stem`` + ``.png`` and ``.svg``.
+
+    ``comparison_rows`` are ``compare_to_truth`` results, each with an ``"encoder"`` name. A thin row (no
+    interval) is drawn without an error bar. Returns the written paths.
+    """
+    # A bare Figure draws with Agg (PNG) and the SVG backend without touching pyplot's global state.
+    fig = Figure(figsize=(max(10.0, 1.2 * len(pairwise) + 6.0), 4.8), layout="constrained")
+    heat, bars = fig.subplots(1, 2, width_ratios=[1.1, 1.0])
+    values = pairwise.to_numpy(dtype=np.float64)
+    image = heat.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+    for (i, j), value in np.ndenumerate(values):
+        label, colour = (
+            ("n/a", "black") if np.isnan(value) else (f"{value:.2f}", "white" if value < 0.6 else "black")
+        )
+        heat.text(j, i, label, ha="center", va="center", fontsize=8, color=colour)
+    heat.set_xticks(range(len(pairwise.columns)), [str(c) for c in pairwise.columns], rotation=45, ha="right")
+    heat.set_yticks(range(len(pairwise.index)), [str(c) for c in pairwise.index])
+    heat.set_title("pairwise JS similarity (face-uniform)")
+    fig.colorbar(image, ax=heat, label="1 − JSD (bits)")
+
+    estimates = np.array([_number(row.get("emit_weighted")) for row in comparison_rows])
+    lows = np.array([_number(row.get("emit_weighted_lo")) for row in comparison_rows])
+    highs = np.array([_number(row.get("emit_weighted_hi")) for row in comparison_rows])
+    errors = np.nan_to_num(np.vstack([estimates - lows, highs - estimates]), nan=0.0)
+    positions = np.arange(len(comparison_rows))
+    bars.bar(positions, np.nan_to_num(estimates, nan=0.0), yerr=errors, capsize=4, color="#5194da")
+    labels = [f"{row.get('encoder', '?')}\nn={row.get('n_faces', 0)}" for row in comparison_rows]
+    bars.set_xticks(positions, labels, rotation=45, ha="right")
+    bars.set_ylim(0.0, 1.0)
+    bars.set_ylabel("emit-weighted JS similarity to truth")
+    bars.set_title("vs truth (95% bootstrap interval; n = faces)")
+
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
+    # A fixed hash salt and no date keep the SVG byte-identical across reruns.
+    with rc_context({"svg.hashsalt": "affectlens"}):
+        fig.savefig(paths[0], dpi=150)
+        fig.savefig(paths[1], metadata={"Date": None})
+    return paths
+
+
+def _estimate(row: dict[str, Any], key: str) -> str:
+    value, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return f"{value:.3f} [n/a]"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table: encoder, face_uniform [lo, hi], emit_weighted [lo, hi], n_faces.
+
+    Rows are ``compare_to_truth`` results with an ``"encoder"`` name; intervals are 95%, and a thin row
+    shows ``[n/a]`` in place of its interval.
+    """
+    lines = [
+        "| encoder | face_uniform [95% CI] | emit_weighted [95% CI] | n_faces |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        name = str(row.get("encoder", "")).replace("|", "\\|")
+        uniform, weighted = _estimate(row, "face_uniform"), _estimate(row, "emit_weighted")
+        lines.append(f"| {name} | {uniform} | {weighted} | {row.get('n_faces', 0)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,286 @@
+"""Face likelihood: log P(face | prompt) from a model's LM head, and what each face means as cell distributions.
+
+For prompt p and face f, log P(f | p) is the summed log-probability of f's tokens, teacher-forced right after
+the exact prefix elicitation uses. Faces are tokenized as they would be in the joined text; where the tokenizer
+merges across the boundary, the merged tokens are scored too and the probability of the prompt tail they
+replaced is divided out: P(f | p) = P(tail + f | head) / P(tail | head).
+
+Speed: each prompt's prefix runs once into a KV cache; the faces' tokens then go through as one packed
+trie per chunk (tree attention), so shared prefixes are computed once and nothing is padding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import DynamicCache
+
+from affectlens.cells import CellSet, default_cells
+from affectlens.errors import AffectlensError
+from affectlens.progress import progress
+from affectlens.runtime.loading import ModelHandle
+from affectlens.runtime.render import DEFAULT_INSTRUCTION, Renderer
+from affectlens.runtime.tokens import split_continuation
+from affectlens.stimuli import PromptSet, content_hash, load_prompts
+from affectlens.store import RunStore, read_parquet, write_parquet
+
+STAGE = "likelihood"
+AGGREGATIONS = ("bayes", "meanlogp")
+
+
+@dataclass(frozen=True)
+class LikelihoodConfig:
+    instruction: str = DEFAULT_INSTRUCTION
+    primed: bool = False
+    aggregation: str = "bayes"
+    max_nodes: int = 768  # tokens per packed forward pass; bounds the logits' memory
+
+    def identity(self) -> dict[str, object]:
+        return {"instruction": self.instruction, "primed": self.primed}
+
+
+@dataclass
+class _Continuation:
+    face: str | None  # None for the prompt tail whose probability is divided out
+    n_prefix: int  # the joined tokenization shares prefix_ids[:n_prefix]
+    forced: list[int]  # tokens fed after the cache: prefix_ids[n_min:n_prefix] + scored
+    n_scored: int  # the last n_scored of ``forced`` are scored
+
+
+def _plan(renderer: Renderer, prefix_ids: list[int], prefix_text: str, faces: Sequence[str]
+          ) -> tuple[int, list[_Continuation]]:
+    """The shared cache length and the continuation of every face (plus the tails that merges need)."""
+    tokenizer = renderer.tokenizer
+    splits = [split_continuation(tokenizer, prefix_ids, prefix_text, renderer.reply_prefix + face,
+                                 add_special_tokens=not renderer.chat) for face in faces]
+    n_min = min(n for n, _ in splits)
+    if n_min == 0:
+        raise AffectlensError("a face merged with the very first prompt token; cannot score it")
+    plan = []
+    for face, (n, tokens) in zip(faces, splits, strict=True):
+        if not tokens:
+            raise AffectlensError(f"face {face!r} tokenizes to nothing")
+        plan.append(_Continuation(face, n, prefix_ids[n_min:n] + tokens, len(tokens)))
+    for n in sorted({n for n, _ in splits if n < len(prefix_ids)}):
+        tail = prefix_ids[n:]
+        plan.append(_Continuation(None, n, prefix_ids[n_min:n] + tail, len(tail)))
+    return n_min, plan
+
+
+@dataclass
+class _Trie:
+    """Unique token prefixes of a set of continuations, packed into one sequence (tree attention)."""
+
+    tokens: list[int]
+    parents: list[int]  # -1 for a child of the cached head
+    depths: list[int]
+    paths: list[list[int]]  # per continuation: the node of each of its proper prefixes (length 1..k-1)
+
+    @classmethod
+    def build(cls, continuations: Sequence[Sequence[int]]) -> _Trie:
+        index: dict[tuple[int, ...], int] = {}
+        tokens, parents, depths, paths = [], [], [], []
+        for seq in continuations:
+            path, parent = [], -1
+            for depth in range(len(seq) - 1):  # the last token is only scored, never fed
+                key = tuple(seq[: depth + 1])
+                if key not in index:
+                    index[key] = len(tokens)
+                    tokens.append(seq[depth])
+                    parents.append(parent)
+                    depths.append(depth)
+                parent = index[key]
+                path.append(parent)
+            paths.append(path)
+        return cls(tokens, parents, depths, paths)
+
+    def attention(self, n_head: int) -> torch.Tensor:
+        """[n_nodes, n_head + n_nodes] bool: every node sees the head, its ancestors and itself."""
+        n = len(self.tokens)
+        mask = torch.zeros(n, n_head + n, dtype=torch.bool)
+        mask[:, :n_head] = True
+        for node in range(n):
+            ancestor = node
+            while ancestor >= 0:
+                mask[node, n_head + ancestor] = True
+                ancestor = self.parents[ancestor]
+        return mask
+
+
+def _attention_mask(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """A custom 4D mask in the form the model's attention implementation expects."""
+    allowed = allowed[None, None]
+    if getattr(model.config, "_attn_implementation", "sdpa") == "eager":
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return allowed
+
+
+@torch.inference_mode()
+def score_prompt(handle: ModelHandle, renderer: Renderer, message: str, faces: Sequence[str],
+                 max_nodes: int = 768) -> np.ndarray:
+    """log P(face | prompt) for every face, in nats, float64 [n_faces].
+
+    The prompt's head runs once. The faces' token prefixes form a trie, packed into one sequence with a
+    tree-shaped attention mask, so a prefix that many faces share ("(", "(^") is computed once and no
+    position is padding. Chunks of at most ``max_nodes`` tokens bound memory.
+    """
+    model, device = handle.model, handle.device
+    prefix_ids = renderer.encode(message)
+    n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)
+    cache = DynamicCache(config=model.config)
+    head = torch.tensor([prefix_ids[:n_min]], device=device)
+    out = model(input_ids=head, attention_mask=torch.ones_like(head), cache=cache, use_cache=True,
+                logits_to_keep=1)
+    first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    # Sorting by tokens keeps continuations that share prefixes in the same chunk.
+    order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
+    scores = np.zeros(len(plan))
+    chunk: list[int] = []
+    for i in [*order, None]:
+        if i is not None and sum(len(plan[j].forced) for j in chunk) + len(plan[i].forced) <= max_nodes:
+            chunk.append(i)
+            continue
+        if chunk:
+            seqs = [plan[j].forced for j in chunk]
+            trie = _Trie.build(seqs)
+            node_logp = torch.zeros(0, first_logp.shape[0])
+            if trie.tokens:
+                ids = torch.tensor([trie.tokens], device=device)
+                positions = torch.tensor([[n_min + d for d in trie.depths]], device=device)
+                mask = _attention_mask(trie.attention(n_min), model).to(device)
+                # A copy keeps the head's cache pristine (cropping is unreliable for sliding-window layers).
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                               cache=copy.deepcopy(cache), use_cache=True).logits[0]
+                node_logp = torch.log_softmax(logits.float(), dim=-1)
+            for j, seq, path in zip(chunk, seqs, trie.paths, strict=True):
+                token_logp = [first_logp[seq[0]].item()]
+                token_logp += [node_logp[node, token].item() for node, token in zip(path, seq[1:], strict=True)]
+                # Only the last n_scored tokens are the face; earlier forced tokens are the merged prompt tail.
+                scores[j] = sum(token_logp[len(seq) - plan[j].n_scored:])
+        chunk = [i] if i is not None else []
+    tails = {c.n_prefix: scores[i] for i, c in enumerate(plan) if c.face is None}
+    return np.array([scores[i] - tails.get(c.n_prefix, 0.0) for i, c in enumerate(plan) if c.face is not None])
+
+
+def cell_distributions(logp: pd.DataFrame, prompts: pd.DataFrame, cells: CellSet | None = None,
+                       aggregation: str = "bayes") -> pd.DataFrame:
+    """Per-face distribution over cells from long-form log P(face | prompt).
+
+    ``bayes`` (default): with a uniform prior over cells, P(c | f) is proportional to the mean over prompts p in
+    c of P(f | p); computed with log-sum-exp. ``meanlogp``: a softmax over cells of the mean log P(f | p), i.e.
+    a geometric instead of an arithmetic mean, which one very likely prompt cannot dominate.
+    """
+    cells = cells or default_cells()
+    if aggregation not in AGGREGATIONS:
+        raise AffectlensError(f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
+    frame = logp.merge(prompts[["id", "cell"]], left_on="prompt_id", right_on="id")
+    table = frame.pivot_table(index="face", columns="cell", values="logp",
+                              aggfunc=_logmeanexp if aggregation == "bayes" else "mean")
+    missing = [c for c in cells.codes if c not in table.columns]
+    if missing:
+        raise AffectlensError(f"no prompts for cell(s) {', '.join(missing)}: cannot form cell distributions")
+    scores = table[cells.codes].to_numpy()
+    probs = np.exp(scores - _logsumexp(scores, axis=1, keepdims=True))
+    out = pd.DataFrame(probs, index=table.index, columns=cells.codes)
+    out["entropy_bits"] = -(probs * np.log2(np.clip(probs, 1e-300, None))).sum(axis=1)
+    out["top_cell"] = [cells.codes[i] for i in probs.argmax(axis=1)]
+    return out
+
+
+def _logsumexp(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    peak = np.max(x, axis=axis, keepdims=True)
+    total = np.log(np.sum(np.exp(x - peak), axis=axis, keepdims=True)) + peak
+    return total if keepdims else np.squeeze(total, axis=axis)
+
+
+def _logmeanexp(values: pd.Series) -> float:
+    x = values.to_numpy(dtype=float)
+    return float(_logsumexp(x, axis=0) - math.log(len(x)))
+
+
+def emission_over_vocabulary(logp: pd.DataFrame, prompts: pd.DataFrame, face_cells: pd.DataFrame,
+                             cells: CellSet | None = None) -> dict[str, float]:
+    """If the model could only use the vocabulary: P(f | p, f in V), and the expected face-to-cell agreement.
+
+    Agreement: the probability that the cell a face would be read as (its top cell here) is the prompt's cell,
+    averaged over prompts, with faces drawn from P(f | p, f in V). Chance is 1 / number of cells.
+    """
+    cells = cells or default_cells()
+    wide = logp.pivot(index="prompt_id", columns="face", values="logp")
+    emission = np.exp(wide.to_numpy() - _logsumexp(wide.to_numpy(), axis=1, keepdims=True))
+    top = face_cells.loc[wide.columns, "top_cell"].to_numpy()
+    prompt_cell = prompts.set_index("id").loc[wide.index, "cell"].to_numpy()
+    agreement = (emission * (top[None, :] == prompt_cell[:, None])).sum(axis=1)
+    entropy = -(emission * np.log2(np.clip(emission, 1e-300, None))).sum(axis=1)
+    return {"expected_agreement": float(agreement.mean()), "chance": 1 / len(cells),
+            "n_prompts": len(prompt_cell), "mean_emission_entropy_bits": float(entropy.mean()),
+            "max_entropy_bits": float(np.log2(wide.shape[1]))}
+
+
+def likelihood(
+    handle: ModelHandle,
+    out: str,
+    faces: Sequence[str],
+    prompts: PromptSet | None = None,
+    config: LikelihoodConfig | None = None,
+    *,
+    faces_source: str = "catalogue",
+    quiet: bool = False,
+) -> dict[str, object]:
+    """Score every face after every prompt into run folder ``out``; resumes at prompt granularity."""
+    config = config or LikelihoodConfig()
+    prompts = prompts or load_prompts()
+    faces = list(dict.fromkeys(faces))
+    if not faces:
+        raise AffectlensError("the face vocabulary is empty")
+    if len(prompts) == 0:
+        raise AffectlensError("the prompt set is empty")
+    renderer = Renderer(handle.tokenizer, config.instruction, config.primed)
+    store = RunStore(out)
+    identity = {"model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
+                "stimuli": {"hash": prompts.hash, "n": len(prompts)},
+                "faces": {"hash": content_hash(faces), "n": len(faces), "source": faces_source},
+                "config": config.identity()}
+    if store.begin(STAGE, identity, {"model": handle.describe(), "prompting": renderer.describe()}):
+        return store.stage(STAGE)["summary"]
+    done = {key for _, keys in store.done_parts(STAGE) for key in keys}
+    pending = [p for p in prompts if p.id not in done]
+    started = time.perf_counter()
+    with progress(quiet) as bar:
+        task = bar.add_task(f"likelihood {handle.spec}", total=len(prompts), completed=len(done))
+        for prompt in pending:
+            scores = score_prompt(handle, renderer, prompt.text, faces, config.max_nodes)
+            frame = pd.DataFrame({"face": faces, "prompt_id": prompt.id, "logp": scores})
+            store.write_part(STAGE, prompt.id, [prompt.id], tables={"logp": frame})
+            bar.advance(task)
+    elapsed = time.perf_counter() - started
+    logp = pd.concat([store.part_table(STAGE, tag, "logp") for tag, _ in store.done_parts(STAGE)],
+                     ignore_index=True)
+    prompt_frame = prompts.to_frame()
+    face_cells = cell_distributions(logp, prompt_frame, aggregation=config.aggregation)
+    write_parquet(store.root / "face_logp.parquet", logp)
+    write_parquet(store.root / "face_cells.parquet", face_cells.reset_index())
+    write_parquet(store.root / "prompts.parquet", prompt_frame)
+    summary = {"n_faces": len(faces), "n_prompts": len(prompts), "aggregation": config.aggregation,
+               "seconds": round(elapsed, 1), "pairs_per_second": round(len(pending) * len(faces) / max(elapsed, 1e-9), 1),
+               "emission": emission_over_vocabulary(logp, prompt_frame, face_cells),
+               "top_cell_counts": face_cells["top_cell"].value_counts().to_dict()}
+    store.finish(STAGE, summary=summary)
+    return summary
+
+
+def load_likelihood(run: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:
+    """(face_logp, face_cells indexed by face, manifest stage entry) of a finished likelihood run."""
+    store = RunStore(run)
+    entry = store.require(STAGE)
+    logp = read_parquet(store.root / "face_logp.parquet")
+    face_cells = read_parquet(store.root / "face_cells.parquet").set_index("face")
+    return logp, face_cells, entry
