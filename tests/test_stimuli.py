@@ -227,8 +227,7 @@ def test_user_file_with_custom_cells(tmp_path):
         load_prompts(path)
 
 
-# JSON allows U+2028, U+2029 and U+0085 raw inside strings, so JSONL is split on "
-" only.
+# JSON allows U+2028, U+2029 and U+0085 raw inside strings, so JSONL is split on newlines only.
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
 def test_unicode_line_separator_inside_string_is_valid(tmp_path, separator):
     record = {"id": "a3", "cell": "NB", "text": f"one{separator}two"}
