@@ -33,10 +33,19 @@ def reference(handle, renderer, prompts, samples: int, max_new_tokens: int) -> t
         ids = torch.tensor([renderer.encode(prompt.text)])
         for sample in range(samples):
             torch.manual_seed(sample)
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0,
-                                 top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, output_hidden_states=True,
-                                 return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
-            replies.append(tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True))
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                output_hidden_states=True,
+                return_dict_in_generate=True,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            replies.append(tokenizer.decode(out.sequences[0, ids.shape[1] :], skip_special_tokens=True))
             if sample == 0:
                 prefill = out.hidden_states[0]  # step 0: the prompt pass; entry i + 1 is block i's output
                 states.append(torch.stack([h[0, -1] for h in prefill[1:]]).float())
@@ -61,16 +70,22 @@ def main() -> None:
             taken[prompt.cell] = taken.get(prompt.cell, 0) + 1
             prompts.append(prompt)
     renderer = Renderer(handle.tokenizer)
-    config = ElicitConfig(samples=args.samples, max_new_tokens=args.max_new_tokens, batch_prompts=args.batch_prompts)
+    config = ElicitConfig(
+        samples=args.samples, max_new_tokens=args.max_new_tokens, batch_prompts=args.batch_prompts
+    )
     layers = resolve_layers(handle, None)
     n_samples = len(prompts) * args.samples
-    print(f"{args.model}: {len(prompts)} prompts x {args.samples} samples = {n_samples} samples, "
-          f"{torch.get_num_threads()} threads, {handle.device}")
+    print(
+        f"{args.model}: {len(prompts)} prompts x {args.samples} samples = {n_samples} samples, "
+        f"{torch.get_num_threads()} threads, {handle.device}"
+    )
 
     start = time.perf_counter()
     ours, records = [], []
     for i in range(0, len(prompts), args.batch_prompts):
-        hidden, batch_records = generate_batch(handle, renderer, prompts[i:i + args.batch_prompts], config, layers)
+        hidden, batch_records = generate_batch(
+            handle, renderer, prompts[i : i + args.batch_prompts], config, layers
+        )
         ours.append(hidden)
         records += batch_records
     ours_s = time.perf_counter() - start

@@ -10,8 +10,16 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # model_type -> config overrides that make a 2-4 block model small enough to build in milliseconds.
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=128, max_position_embeddings=128, head_dim=8)
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+    max_position_embeddings=128,
+    head_dim=8,
+)
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "granite", "gpt_oss"]
 FAMILY_EXTRA: dict[str, dict] = {
     "gemma2": dict(sliding_window=16, query_pre_attn_scalar=8),

@@ -23,7 +23,9 @@ def _reference_hidden(model, ids, mask) -> torch.Tensor:
     """[batch, seq, layers, d] from output_hidden_states, block outputs only (no final norm on the last)."""
     model.config.tie_last_hidden_states = False
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=True)
+        out = model(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=True
+        )
     return torch.stack(out.hidden_states[1:], dim=2).float()
 
 
@@ -55,11 +57,19 @@ def test_padded_batch_equals_unpadded_single_runs(family):
     sequences = _sequences(model.config.vocab_size, seed=1)
     for pad in (left_pad, right_pad):
         ids, mask = pad(sequences, 0)
-        batch = capture(model, arch, ids, mask, [0, 2], TokenMean(torch.tensor([1, 1, 1]), torch.tensor(LENGTHS)))
+        batch = capture(
+            model, arch, ids, mask, [0, 2], TokenMean(torch.tensor([1, 1, 1]), torch.tensor(LENGTHS))
+        )
         for b, seq in enumerate(sequences):
             one_ids = torch.tensor([seq])
-            single = capture(model, arch, one_ids, torch.ones_like(one_ids), [0, 2],
-                             TokenMean(torch.tensor([1]), torch.tensor([len(seq)])))
+            single = capture(
+                model,
+                arch,
+                one_ids,
+                torch.ones_like(one_ids),
+                [0, 2],
+                TokenMean(torch.tensor([1]), torch.tensor([len(seq)])),
+            )
             torch.testing.assert_close(batch.hidden[b], single.hidden[0], atol=1e-4, rtol=1e-4)
 
 

@@ -50,19 +50,26 @@ def test_batched_shared_prefill_matches_naive_decoding(smollm2):
     layers = list(range(smollm2.n_layers))
     hidden, records = generate_batch(smollm2, renderer, prompts, config, layers)
     for i, prompt in enumerate(prompts):
-        expected = smollm2.tokenizer.decode(_naive_greedy(smollm2, renderer, prompt.text, 10),
-                                            skip_special_tokens=True)
+        expected = smollm2.tokenizer.decode(
+            _naive_greedy(smollm2, renderer, prompt.text, 10), skip_special_tokens=True
+        )
         replies = [r["reply"] for r in records if r["prompt_id"] == prompt.id]
         assert replies == [expected, expected]
         ids = torch.tensor([renderer.encode(prompt.text)])
-        single = capture(smollm2.model, smollm2.arch, ids, torch.ones_like(ids), layers, LastToken()).hidden[0]
+        single = capture(smollm2.model, smollm2.arch, ids, torch.ones_like(ids), layers, LastToken()).hidden[
+            0
+        ]
         torch.testing.assert_close(hidden[i], single, atol=1e-4, rtol=1e-4)
 
 
 def test_sampling_is_reproducible_and_independent_of_batch_size(smollm2, tmp_path):
     prompts = _subset()
-    small = elicit(smollm2, str(tmp_path / "a"), prompts, ElicitConfig(samples=3, batch_prompts=2), quiet=True)
-    large = elicit(smollm2, str(tmp_path / "b"), prompts, ElicitConfig(samples=3, batch_prompts=9), quiet=True)
+    small = elicit(
+        smollm2, str(tmp_path / "a"), prompts, ElicitConfig(samples=3, batch_prompts=2), quiet=True
+    )
+    large = elicit(
+        smollm2, str(tmp_path / "b"), prompts, ElicitConfig(samples=3, batch_prompts=9), quiet=True
+    )
     a = pd.read_parquet(tmp_path / "a" / "generations.parquet")
     b = pd.read_parquet(tmp_path / "b" / "generations.parquet")
     assert len(a) == len(prompts) * 3
@@ -105,7 +112,9 @@ def test_suppressor_blocks_the_last_token_of_a_face_and_emoji_tokens():
     logits = torch.zeros(2, 10)
     suppressor = Suppressor(torch.tensor([7]), [[3, 4, 5]])
     out = suppressor.apply(logits.clone(), [[3, 4], [3]])
-    assert out[0, 5] == float("-inf") and out[1, 5] == 0  # only after the face's other tokens opened the reply
+    assert (
+        out[0, 5] == float("-inf") and out[1, 5] == 0
+    )  # only after the face's other tokens opened the reply
     assert (out[:, 7] == float("-inf")).all()
 
 

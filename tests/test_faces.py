@@ -305,3 +305,11 @@ def test_settled_replies_keep_their_face(text, more):
         before = extract_face(text)
         after = extract_face(text + more)
         assert (before and before.text) == (after and after.text)
+
+
+@pytest.mark.parametrize(
+    "reply", ["わかった、それは大変だね", "你好! 今天", "i’m fine", "привет друг", "ಠ益ಠ"]
+)
+def test_words_of_any_script_are_not_bracketless_faces(reply):
+    # Rule 3 counts only symbols and marks as face characters, so a word in another script is prose.
+    assert extract_face(reply) is None

@@ -42,8 +42,9 @@ def test_manifest_records_conventions_and_refuses_a_different_run(tmp_path):
 def test_parts_count_as_done_only_once_their_marker_exists(tmp_path):
     store = RunStore(tmp_path)
     store.begin("s", IDENTITY)
-    store.write_part("s", "a", ["p1", "p2"], tables={"rows": pd.DataFrame({"x": [1, 2]})},
-                     tensors={"h": torch.ones(2, 3)})
+    store.write_part(
+        "s", "a", ["p1", "p2"], tables={"rows": pd.DataFrame({"x": [1, 2]})}, tensors={"h": torch.ones(2, 3)}
+    )
     # A part whose marker never got written (killed before the end) is not done.
     write_parquet(store.parts("s") / "b.rows.parquet", pd.DataFrame({"x": [3]}))
     (store.parts("s") / "c.json").write_text("{truncated")

@@ -23,6 +23,7 @@ MARKDOWN_MARKERS = frozenset("*_>#")
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
 SENTENCE_PUNCTUATION = frozenset(".,!?;:'\"")
+CJK_SENTENCE_PUNCTUATION = frozenset("。、，！？；：")
 MAX_ARMS = 3
 TOKEN_LENGTH = (2, 16)
 # Rule 5 (prose is no face) for bracketed text: a parenthetical such as "(see below)" is prose, so a bracket
@@ -31,7 +32,7 @@ PROSE_WORD_LETTERS = 4
 MAX_BRACKET_GROUP = 40
 
 _ASCII_LETTER_RUN = regex.compile(r"[A-Za-z]{2,}")
-_PROSE_WORD = regex.compile(r"[A-Za-z]{%d,}" % PROSE_WORD_LETTERS)
+_PROSE_WORD = regex.compile(rf"[A-Za-z]{{{PROSE_WORD_LETTERS},}}")
 _GRAPHEME = regex.compile(r"\X")
 _EMOJI_START = regex.compile(r"\p{Emoji_Presentation}|\p{Regional_Indicator}")
 _PICTOGRAPHIC = regex.compile(r"\p{Extended_Pictographic}")
@@ -126,7 +127,9 @@ def _skip_prefix(reply: str) -> int:
 
 
 def _is_arm(ch: str) -> bool:
-    return not (ch.isspace() or (ch.isascii() and ch.isalnum()) or ch in SENTENCE_PUNCTUATION or ch in OPENERS)
+    return not (
+        ch.isspace() or (ch.isascii() and ch.isalnum()) or ch in SENTENCE_PUNCTUATION or ch in OPENERS
+    )
 
 
 def _token_end(text: str, start: int) -> int:
@@ -179,9 +182,26 @@ def _bracketless(reply: str, start: int) -> int | None:
     lo, hi = TOKEN_LENGTH
     if not lo <= len(token) <= hi or _ASCII_LETTER_RUN.search(token):
         return None
-    if all((ch.isascii() and ch.isalnum()) or ch in SENTENCE_PUNCTUATION for ch in token):
+    if not any(_is_face_character(ch) for ch in token):
         return None
     return end
+
+
+def _is_face_character(ch: str) -> bool:
+    """A character that can make a bracketless token a face: a symbol or mark, not a word or a full stop.
+
+    The rule names ASCII letters, digits and sentence punctuation; letters and digits of every script, quotation
+    marks and CJK sentence punctuation are excluded as well, so that a Japanese or Chinese word opening a reply
+    ("わかった") is prose, not a kaomoji, while ಥ_ಥ, ʕ•ᴥ•ʔ and :) stay faces.
+    """
+    category = unicodedata.category(ch)
+    return not (
+        category[0] in "LN"
+        or category in ("Pi", "Pf")
+        or ch in SENTENCE_PUNCTUATION
+        or ch in CJK_SENTENCE_PUNCTUATION
+        or ch.isspace()
+    )
 
 
 def extract_face(reply: str) -> Face | None:

@@ -45,7 +45,7 @@ __all__ = [
 PredictFn = Callable[[Any, np.ndarray, np.ndarray, int], np.ndarray]
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
-# Built once: discovering the loaded BLAS libraries costs milliseconds, as much as a small fit.
+# Built once: discovering the loaded BLAS and OpenMP libraries costs milliseconds, as much as a small fit.
 _THREADPOOLS = ThreadpoolController()
 
 
@@ -81,10 +81,14 @@ def default_estimator(*, C: float = 1.0, tol: float = 1e-4, max_iter: int = 5000
     A looser ``tol`` (say 1e-3) is the cheap speed knob; pass it through ``make_estimator`` so the observed
     score and every permutation use the very same pipeline.
     """
-    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=C, tol=tol, max_iter=max_iter))])
+    return Pipeline(
+        [("scale", StandardScaler()), ("clf", LogisticRegression(C=C, tol=tol, max_iter=max_iter))]
+    )
 
 
-def grouped_folds(y: Sequence | np.ndarray, groups: Sequence | np.ndarray, *, n_splits: int = 5, seed: int = 0) -> Folds:
+def grouped_folds(
+    y: Sequence | np.ndarray, groups: Sequence | np.ndarray, *, n_splits: int = 5, seed: int = 0
+) -> Folds:
     """(train, test) row-index pairs in which no group appears on both sides.
 
     StratifiedGroupKFold (shuffled with ``seed``) when every class spans at least ``n_splits`` groups,
@@ -130,9 +134,9 @@ def grouped_cv_predict(
     pred = np.empty(len(y), dtype=y.dtype)
     unconverged = 0
     folds = grouped_folds(y, groups, n_splits=n_splits, seed=seed)
-    # Fold fits are small (hundreds of rows): BLAS threads cost more in hand-offs than they save, and on a
-    # busy machine they made a fit 15-30x slower. Parallelise over permutations (n_jobs) instead.
-    with _THREADPOOLS.limit(limits=1, user_api="blas"):
+    # Fold fits are small (hundreds of rows): BLAS and OpenMP threads cost more in hand-offs than they save,
+    # and on a busy machine they made a fit 15-40x slower. Parallelise over permutations (n_jobs) instead.
+    with _THREADPOOLS.limit(limits=1):
         for train, test in folds:
             if len(np.unique(y[train])) == 1:
                 pred[test] = y[train][0]
@@ -246,7 +250,9 @@ class ClassifierResult:
     """Out-of-fold classification scores with their interval, baselines and permutation test.
 
     Intervals are 95% percentile intervals from a bootstrap over groups; ``p_value`` tests accuracy
-    against a group-level label permutation (None when no permutations were run).
+    against a group-level label permutation (None when no permutations were run). ``chance`` is the
+    right yardstick only for balanced classes; with unbalanced ones compare with ``majority_baseline``
+    and ``null_mean``, which a classifier on noise reaches by leaning to the commonest class.
     """
 
     accuracy: float
@@ -308,7 +314,7 @@ def evaluate_classifier(
     index = {label: i for i, label in enumerate(labels)}
     if len(index) != len(labels):
         raise ValueError("labels contains duplicates")
-    if missing := sorted({str(v) for v in np.unique(y)} - {str(v) for v in labels}):
+    if missing := [v for v in np.unique(y).tolist() if v not in index]:
         raise ValueError(f"labels lacks classes present in y: {missing}")
 
     if predict is None:
@@ -319,7 +325,7 @@ def evaluate_classifier(
     pred = np.asarray(predict(X, y, groups, seed))
     if len(pred) != n:
         raise ValueError(f"predict returned {len(pred)} predictions for {n} rows")
-    if unknown := sorted({str(v) for v in np.unique(pred)} - {str(v) for v in labels}):
+    if unknown := [v for v in np.unique(pred).tolist() if v not in index]:
         raise ValueError(f"predict returned labels outside labels: {unknown}")
     t = np.array([index[v] for v in y.tolist()])
     p = np.array([index[v] for v in pred.tolist()])
@@ -332,7 +338,9 @@ def evaluate_classifier(
 
     # Same seed, so both intervals come from the same group resamples.
     acc_ci = bootstrap_ci(lambda idx: correct[idx].mean(), groups, n_boot=n_boot, seed=seed)
-    f1_ci = bootstrap_ci(lambda idx: _macro_f1_codes(t[idx], p[idx], len(labels)), groups, n_boot=n_boot, seed=seed)
+    f1_ci = bootstrap_ci(
+        lambda idx: _macro_f1_codes(t[idx], p[idx], len(labels)), groups, n_boot=n_boot, seed=seed
+    )
 
     result = ClassifierResult(
         accuracy=float(correct.mean()),
@@ -397,7 +405,9 @@ def pearson_with_ci(
 
     r = r_of(x, y)
     lo, hi = bootstrap_ci(lambda idx: r_of(x[idx], y[idx]), groups, n_boot=n_boot, seed=seed)
-    out: dict[str, Any] = dict(r=r, lo=lo, hi=hi, n=len(x), n_boot=n_boot, seed=seed, n_permutations=n_permutations)
+    out: dict[str, Any] = dict(
+        r=r, lo=lo, hi=hi, n=len(x), n_boot=n_boot, seed=seed, n_permutations=n_permutations
+    )
     out["p_value"] = None
     out["min_attainable_p"] = None
     if n_permutations > 0:

@@ -25,6 +25,8 @@ from affectlens.errors import AffectlensError
 from affectlens.runtime.arch import LAYER_CONVENTION
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def package_version() -> str:
@@ -45,6 +47,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -61,7 +64,9 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def write_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
@@ -138,7 +143,8 @@ class RunStore:
             diffs = _differences(earlier["identity"], identity)
             if diffs:
                 raise AffectlensError(
-                    f"{self.root} holds a {name!r} run with a different " + "; ".join(diffs[:4])
+                    f"{self.root} holds a {name!r} run with a different "
+                    + "; ".join(diffs[:4])
                     + ". Use a new --out folder, or delete the old one."
                 )
             return bool(earlier.get("finished"))

@@ -4,5 +4,14 @@ from affectlens.runtime.arch import LAYER_CONVENTION, resolve
 from affectlens.runtime.capture import Capture, LastToken, TokenMean, capture
 from affectlens.runtime.loading import BUNDLED, ModelHandle, load_model
 
-__all__ = ["BUNDLED", "LAYER_CONVENTION", "Capture", "LastToken", "ModelHandle", "TokenMean", "capture",
-           "load_model", "resolve"]
+__all__ = [
+    "BUNDLED",
+    "LAYER_CONVENTION",
+    "Capture",
+    "LastToken",
+    "ModelHandle",
+    "TokenMean",
+    "capture",
+    "load_model",
+    "resolve",
+]

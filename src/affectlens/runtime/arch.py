@@ -11,7 +11,9 @@ from torch import nn
 
 from affectlens.errors import AffectlensError
 
-LAYER_CONVENTION = "layer i = residual stream output of decoder block i, counting from 0; embeddings are not a layer"
+LAYER_CONVENTION = (
+    "layer i = residual stream output of decoder block i, counting from 0; embeddings are not a layer"
+)
 
 
 @dataclass(frozen=True)
@@ -72,4 +74,6 @@ def resolve(model: nn.Module) -> Arch:
         blocks = _get(model, spec.blocks)
         return Arch(model_type, blocks, _get(model, spec.final_norm), _get(model, spec.lm_head))
     except AttributeError as exc:
-        raise AffectlensError(f"model of type {model_type!r} does not have the expected layout ({exc})") from None
+        raise AffectlensError(
+            f"model of type {model_type!r} does not have the expected layout ({exc})"
+        ) from None

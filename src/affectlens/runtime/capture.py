@@ -57,7 +57,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def _weights(at: Positions, attention_mask: torch.Tensor) -> torch.Tensor:
     """[batch, seq] float weights whose product with a block output gives the requested reduction."""
     first, lengths = sequence_bounds(attention_mask)
-    batch, seq = attention_mask.shape
+    seq = attention_mask.shape[1]
     device = attention_mask.device
     if isinstance(at, LastToken):
         start, end = lengths - 1, lengths

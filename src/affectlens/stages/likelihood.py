@@ -54,12 +54,21 @@ class _Continuation:
     n_scored: int  # the last n_scored of ``forced`` are scored
 
 
-def _plan(renderer: Renderer, prefix_ids: list[int], prefix_text: str, faces: Sequence[str]
-          ) -> tuple[int, list[_Continuation]]:
+def _plan(
+    renderer: Renderer, prefix_ids: list[int], prefix_text: str, faces: Sequence[str]
+) -> tuple[int, list[_Continuation]]:
     """The shared cache length and the continuation of every face (plus the tails that merges need)."""
     tokenizer = renderer.tokenizer
-    splits = [split_continuation(tokenizer, prefix_ids, prefix_text, renderer.reply_prefix + face,
-                                 add_special_tokens=not renderer.chat) for face in faces]
+    splits = [
+        split_continuation(
+            tokenizer,
+            prefix_ids,
+            prefix_text,
+            renderer.reply_prefix + face,
+            add_special_tokens=not renderer.chat,
+        )
+        for face in faces
+    ]
     n_min = min(n for n, _ in splits)
     if n_min == 0:
         raise AffectlensError("a face merged with the very first prompt token; cannot score it")
@@ -124,8 +133,9 @@ def _attention_mask(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tens
 
 
 @torch.inference_mode()
-def score_prompt(handle: ModelHandle, renderer: Renderer, message: str, faces: Sequence[str],
-                 max_nodes: int = 768) -> np.ndarray:
+def score_prompt(
+    handle: ModelHandle, renderer: Renderer, message: str, faces: Sequence[str], max_nodes: int = 768
+) -> np.ndarray:
     """log P(face | prompt) for every face, in nats, float64 [n_faces].
 
     The prompt's head runs once. The faces' token prefixes form a trie, packed into one sequence with a
@@ -137,8 +147,9 @@ def score_prompt(handle: ModelHandle, renderer: Renderer, message: str, faces: S
     n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)
     cache = DynamicCache(config=model.config)
     head = torch.tensor([prefix_ids[:n_min]], device=device)
-    out = model(input_ids=head, attention_mask=torch.ones_like(head), cache=cache, use_cache=True,
-                logits_to_keep=1)
+    out = model(
+        input_ids=head, attention_mask=torch.ones_like(head), cache=cache, use_cache=True, logits_to_keep=1
+    )
     first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     # Sorting by tokens keeps continuations that share prefixes in the same chunk.
     order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
@@ -157,21 +168,31 @@ def score_prompt(handle: ModelHandle, renderer: Renderer, message: str, faces: S
                 positions = torch.tensor([[n_min + d for d in trie.depths]], device=device)
                 mask = _attention_mask(trie.attention(n_min), model).to(device)
                 # A copy keeps the head's cache pristine (cropping is unreliable for sliding-window layers).
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               cache=copy.deepcopy(cache), use_cache=True).logits[0]
+                logits = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    cache=copy.deepcopy(cache),
+                    use_cache=True,
+                ).logits[0]
                 node_logp = torch.log_softmax(logits.float(), dim=-1)
             for j, seq, path in zip(chunk, seqs, trie.paths, strict=True):
                 token_logp = [first_logp[seq[0]].item()]
-                token_logp += [node_logp[node, token].item() for node, token in zip(path, seq[1:], strict=True)]
+                token_logp += [
+                    node_logp[node, token].item() for node, token in zip(path, seq[1:], strict=True)
+                ]
                 # Only the last n_scored tokens are the face; earlier forced tokens are the merged prompt tail.
-                scores[j] = sum(token_logp[len(seq) - plan[j].n_scored:])
+                scores[j] = sum(token_logp[len(seq) - plan[j].n_scored :])
         chunk = [i] if i is not None else []
     tails = {c.n_prefix: scores[i] for i, c in enumerate(plan) if c.face is None}
-    return np.array([scores[i] - tails.get(c.n_prefix, 0.0) for i, c in enumerate(plan) if c.face is not None])
+    return np.array(
+        [scores[i] - tails.get(c.n_prefix, 0.0) for i, c in enumerate(plan) if c.face is not None]
+    )
 
 
-def cell_distributions(logp: pd.DataFrame, prompts: pd.DataFrame, cells: CellSet | None = None,
-                       aggregation: str = "bayes") -> pd.DataFrame:
+def cell_distributions(
+    logp: pd.DataFrame, prompts: pd.DataFrame, cells: CellSet | None = None, aggregation: str = "bayes"
+) -> pd.DataFrame:
     """Per-face distribution over cells from long-form log P(face | prompt).
 
     ``bayes`` (default): with a uniform prior over cells, P(c | f) is proportional to the mean over prompts p in
@@ -182,8 +203,9 @@ def cell_distributions(logp: pd.DataFrame, prompts: pd.DataFrame, cells: CellSet
     if aggregation not in AGGREGATIONS:
         raise AffectlensError(f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
     frame = logp.merge(prompts[["id", "cell"]], left_on="prompt_id", right_on="id")
-    table = frame.pivot_table(index="face", columns="cell", values="logp",
-                              aggfunc=_logmeanexp if aggregation == "bayes" else "mean")
+    table = frame.pivot_table(
+        index="face", columns="cell", values="logp", aggfunc=_logmeanexp if aggregation == "bayes" else "mean"
+    )
     missing = [c for c in cells.codes if c not in table.columns]
     if missing:
         raise AffectlensError(f"no prompts for cell(s) {', '.join(missing)}: cannot form cell distributions")
@@ -206,8 +228,9 @@ def _logmeanexp(values: pd.Series) -> float:
     return float(_logsumexp(x, axis=0) - math.log(len(x)))
 
 
-def emission_over_vocabulary(logp: pd.DataFrame, prompts: pd.DataFrame, face_cells: pd.DataFrame,
-                             cells: CellSet | None = None) -> dict[str, float]:
+def emission_over_vocabulary(
+    logp: pd.DataFrame, prompts: pd.DataFrame, face_cells: pd.DataFrame, cells: CellSet | None = None
+) -> dict[str, float]:
     """If the model could only use the vocabulary: P(f | p, f in V), and the expected face-to-cell agreement.
 
     Agreement: the probability that the cell a face would be read as (its top cell here) is the prompt's cell,
@@ -220,9 +243,13 @@ def emission_over_vocabulary(logp: pd.DataFrame, prompts: pd.DataFrame, face_cel
     prompt_cell = prompts.set_index("id").loc[wide.index, "cell"].to_numpy()
     agreement = (emission * (top[None, :] == prompt_cell[:, None])).sum(axis=1)
     entropy = -(emission * np.log2(np.clip(emission, 1e-300, None))).sum(axis=1)
-    return {"expected_agreement": float(agreement.mean()), "chance": 1 / len(cells),
-            "n_prompts": len(prompt_cell), "mean_emission_entropy_bits": float(entropy.mean()),
-            "max_entropy_bits": float(np.log2(wide.shape[1]))}
+    return {
+        "expected_agreement": float(agreement.mean()),
+        "chance": 1 / len(cells),
+        "n_prompts": len(prompt_cell),
+        "mean_emission_entropy_bits": float(entropy.mean()),
+        "max_entropy_bits": float(np.log2(wide.shape[1])),
+    }
 
 
 def likelihood(
@@ -245,10 +272,12 @@ def likelihood(
         raise AffectlensError("the prompt set is empty")
     renderer = Renderer(handle.tokenizer, config.instruction, config.primed)
     store = RunStore(out)
-    identity = {"model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
-                "stimuli": {"hash": prompts.hash, "n": len(prompts)},
-                "faces": {"hash": content_hash(faces), "n": len(faces), "source": faces_source},
-                "config": config.identity()}
+    identity = {
+        "model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
+        "stimuli": {"hash": prompts.hash, "n": len(prompts)},
+        "faces": {"hash": content_hash(faces), "n": len(faces), "source": faces_source},
+        "config": config.identity(),
+    }
     if store.begin(STAGE, identity, {"model": handle.describe(), "prompting": renderer.describe()}):
         return store.stage(STAGE)["summary"]
     done = {key for _, keys in store.done_parts(STAGE) for key in keys}
@@ -262,17 +291,23 @@ def likelihood(
             store.write_part(STAGE, prompt.id, [prompt.id], tables={"logp": frame})
             bar.advance(task)
     elapsed = time.perf_counter() - started
-    logp = pd.concat([store.part_table(STAGE, tag, "logp") for tag, _ in store.done_parts(STAGE)],
-                     ignore_index=True)
+    logp = pd.concat(
+        [store.part_table(STAGE, tag, "logp") for tag, _ in store.done_parts(STAGE)], ignore_index=True
+    )
     prompt_frame = prompts.to_frame()
     face_cells = cell_distributions(logp, prompt_frame, aggregation=config.aggregation)
     write_parquet(store.root / "face_logp.parquet", logp)
     write_parquet(store.root / "face_cells.parquet", face_cells.reset_index())
     write_parquet(store.root / "prompts.parquet", prompt_frame)
-    summary = {"n_faces": len(faces), "n_prompts": len(prompts), "aggregation": config.aggregation,
-               "seconds": round(elapsed, 1), "pairs_per_second": round(len(pending) * len(faces) / max(elapsed, 1e-9), 1),
-               "emission": emission_over_vocabulary(logp, prompt_frame, face_cells),
-               "top_cell_counts": face_cells["top_cell"].value_counts().to_dict()}
+    summary = {
+        "n_faces": len(faces),
+        "n_prompts": len(prompts),
+        "aggregation": config.aggregation,
+        "seconds": round(elapsed, 1),
+        "pairs_per_second": round(len(pending) * len(faces) / max(elapsed, 1e-9), 1),
+        "emission": emission_over_vocabulary(logp, prompt_frame, face_cells),
+        "top_cell_counts": face_cells["top_cell"].value_counts().to_dict(),
+    }
     store.finish(STAGE, summary=summary)
     return summary
 

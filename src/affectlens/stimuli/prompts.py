@@ -65,7 +65,9 @@ def load_prompts(path: Path | str | None = None, cells: CellSet | None = None) -
         if not record["text"].strip():
             raise AffectlensError(f"{where}: empty text for prompt {record['id']!r}")
         if record["id"] in seen:
-            raise AffectlensError(f"{where}: duplicate id {record['id']!r} (first on line {seen[record['id']]})")
+            raise AffectlensError(
+                f"{where}: duplicate id {record['id']!r} (first on line {seen[record['id']]})"
+            )
         seen[record["id"]] = number
         prompts.append(Prompt(**record))
     return PromptSet(tuple(prompts), content_hash(asdict(p) for p in prompts), str(path))
