@@ -249,8 +249,10 @@ def _balanced(prompts, per_cell: int | None) -> tuple:
 
 
 def _subset_id(prompts, subset: tuple) -> tuple[str, str]:
+    from dataclasses import asdict
+
     from affectlens.stimuli import content_hash
 
     if len(subset) == len(prompts):
         return prompts.hash, prompts.source
-    return content_hash(p.id for p in subset), f"{prompts.source} (balanced subset of {len(subset)})"
+    return content_hash(asdict(p) for p in subset), f"{prompts.source} (balanced subset of {len(subset)})"

@@ -1,0 +1,247 @@
+"""Kaomoji analyses on synthetic run folders with planted signals: found when planted, absent when not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import StandardScaler
+
+from affectlens.analysis.kaomoji import _explained_ratios, analyze, headline_layer, sections
+from affectlens.cells import default_cells
+from affectlens.errors import AffectlensError
+from affectlens.report.document import Figure, Section, Table
+from affectlens.store import RunStore, write_parquet, write_tensors
+
+CODES = default_cells().codes
+N_PERM = 49
+N_BOOT = 100
+
+
+def make_run(root: Path, spec: str, hidden: np.ndarray, prompts: pd.DataFrame, faces: list) -> str:
+    """A finished elicitation run folder: manifest, prompts, generations (one row per face), h_first."""
+    store = RunStore(root)
+    n_layers = hidden.shape[1]
+    identity = {
+        "model": {"spec": spec, "fingerprint": "synthetic"},
+        "stimuli": {"hash": "synthetic", "n": len(prompts)},
+        "config": {"seed": 0},
+    }
+    store.begin(
+        "elicit", identity, {"model": {"spec": spec, "n_layers": n_layers}, "layers": list(range(n_layers))}
+    )
+    rows = []
+    per_prompt = len(faces) // len(prompts)
+    for i, (pid, cell) in enumerate(zip(prompts["id"], prompts["cell"], strict=True)):
+        for s in range(per_prompt):
+            face = faces[i * per_prompt + s]
+            rows.append(
+                {"prompt_id": pid, "cell": cell, "sample": s, "reply": f"{face or ''} hi", "face": face,
+                 "face_kind": "kaomoji" if face else None, "n_new_tokens": 3, "stop": "face"}
+            )  # fmt: skip
+    write_parquet(root / "generations.parquet", pd.DataFrame(rows))
+    write_parquet(root / "prompts.parquet", prompts)
+    write_tensors(root / "h_first.safetensors", {"h_first": torch.from_numpy(hidden.astype(np.float32))})
+    store.finish("elicit", summary={})
+    return str(root)
+
+
+def planted(n_per_cell: int = 12, n_layers: int = 3, d: int = 16, samples: int = 4, seed: int = 0):
+    """Prompts whose h_first sits near a cell-specific mean; faces tied to cells (two per cell)."""
+    rng = np.random.default_rng(seed)
+    cells = np.repeat(CODES, n_per_cell)
+    prompts = pd.DataFrame(
+        {"id": [f"{c.lower()}-{i:02d}" for c in CODES for i in range(n_per_cell)], "cell": cells}
+    )
+    means = rng.normal(size=(len(CODES), d)) * 3.0
+    index = {c: i for i, c in enumerate(CODES)}
+    hidden = np.stack(
+        [
+            [means[index[c]] * (layer + 1) / n_layers + rng.normal(size=d) for layer in range(n_layers)]
+            for c in cells
+        ]
+    )
+    faces = []
+    for c in cells:
+        for _ in range(samples):
+            faces.append(None if rng.random() < 0.25 else f"({c}{'ab'[rng.integers(2)]})")
+    return prompts, hidden, faces
+
+
+@pytest.fixture(scope="module")
+def planted_analysis(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    prompts, hidden, faces = planted()
+    base = make_run(root / "base", "synthetic", hidden, prompts, faces)
+    # The same geometry in another basis and a wider space: a rotation of the first run.
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(24, 24)))
+    rotated = make_run(root / "rotated", "synthetic", hidden @ q[:16], prompts, [None] * len(faces))
+    out = root / "analysis"
+    result = analyze([base, rotated], str(out), n_permutations=N_PERM, n_boot=N_BOOT, seed=0, quiet=True)
+    return result, out
+
+
+def test_headline_layer_rule():
+    assert headline_layer(30) == 19
+    assert headline_layer(24) == 15
+    assert headline_layer(1) == 0
+    assert headline_layer(3) == 1
+
+
+def test_planted_hidden_to_cell(planted_analysis):
+    result, _ = planted_analysis
+    h2c = result["runs"]["synthetic"]["hidden_to_cell"]
+    head = h2c["headline"]
+    assert head["layer"] == 1 and result["runs"]["synthetic"]["headline_layer"] == 1
+    assert head["accuracy"] > 0.9
+    assert head["accuracy_ci"][0] > 0.5
+    assert head["p_value"] == pytest.approx(1 / (N_PERM + 1))  # the smallest p the test can give
+    assert head["n"] == 108 and head["n_groups"] == 108
+    assert [row["layer"] for row in h2c["by_layer"]] == [0, 1, 2]
+    assert all(row["p_value"] is None for row in h2c["by_layer"])
+    assert h2c["all_layers"]["accuracy"] > 0.9
+    # The headline is the curve's point at that layer: same folds, same seed, same estimator.
+    assert h2c["by_layer"][1]["accuracy"] == head["accuracy"]
+
+
+def test_planted_face_to_cell(planted_analysis):
+    result, _ = planted_analysis
+    f2c = result["runs"]["synthetic"]["face_to_cell"]
+    assert not f2c["thin"]
+    assert f2c["accuracy"] > 0.95
+    assert f2c["p_value"] == pytest.approx(1 / (N_PERM + 1))
+    assert 0.6 < f2c["coverage"] < 0.9 and f2c["coverage_ci"][0] < f2c["coverage"] < f2c["coverage_ci"][1]
+    confusion = np.asarray(f2c["confusion"])
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(f2c["accuracy"])
+    assert f2c["n"] == f2c["n_with_face"]
+
+
+def test_planted_hidden_to_face_and_geometry(planted_analysis):
+    result, _ = planted_analysis
+    run = result["runs"]["synthetic"]
+    h2f = run["hidden_to_face"]
+    assert not h2f["thin"] and h2f["n_faces"] == 18
+    # Within a cell the two faces are coin flips, so about half is the ceiling; 1/18 is the majority level.
+    assert h2f["accuracy"] > h2f["majority_baseline"] + 0.2
+    assert h2f["gain_over_majority_ci"][0] > 0
+    assert h2f["p_value"] == pytest.approx(1 / (N_PERM + 1))
+    geo = run["geometry"]
+    assert not geo["thin"] and len(geo["explained_variance"]) == 3
+    assert len(geo["correlations"]) == 4
+    assert all(c["n"] == 108 and c["lo"] <= c["r"] <= c["hi"] for c in geo["correlations"])
+    paired = [c for c in geo["correlations"] if c["paired"]]
+    assert len(paired) == 2 and all(c["r"] >= 0 for c in paired)
+    assert not geo["faces"]["thin"] and geo["faces"]["n_faces"] == 18
+    sim = run["face_similarity"]
+    assert not sim["thin"] and len(sim["matrix"]) == 18
+    assert np.allclose(np.diag(sim["matrix"]), 1.0)
+
+
+def test_rotation_aligns_perfectly(planted_analysis):
+    result, _ = planted_analysis
+    assert list(result["runs"]) == ["synthetic", "synthetic#2"]
+    (al,) = result["alignment"]
+    assert al["reference"] == "synthetic" and al["other"] == "synthetic#2"
+    assert al["disparity"] == pytest.approx(0.0, abs=1e-8)
+    assert al["rsa"] == pytest.approx(1.0)
+    assert al["rsa_p_value"] == pytest.approx(1 / (N_PERM + 1))
+    assert al["n_cells"] == 9 and al["k"] == 8 and al["n_prompts"] == 108
+    # The rotated run has no faces: its face analyses are thin, with counts, and carry no numbers.
+    f2c = result["runs"]["synthetic#2"]["face_to_cell"]
+    assert f2c["thin"] and f2c["n_with_face"] == 0 and "accuracy" not in f2c
+
+
+def test_json_round_trip_figures_and_sections(planted_analysis):
+    result, out = planted_analysis
+    assert json.loads((out / "analysis.json").read_text(encoding="utf-8")) == result
+
+    def figure_paths(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("png", "svg") and isinstance(value, str):
+                    yield value
+                else:
+                    yield from figure_paths(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from figure_paths(value)
+
+    paths = list(figure_paths(result))
+    assert len(paths) >= 14  # depth, confusion, pca (x2 runs), faces pca, heat map, alignment; png + svg
+    assert all((out / p).is_file() and (out / p).stat().st_size > 0 for p in paths)
+    built = sections(result, str(out))
+    assert [s.title for s in built] == [
+        "Hidden state → cell",
+        "Face → cell",
+        "Geometry and alignment",
+        "Face similarity heat maps",
+    ]
+    assert all(isinstance(s, Section) for s in built)
+    figures = [b for s in built for b in s.blocks if isinstance(b, Figure)]
+    assert len(figures) == len(paths) // 2
+    assert all(f.path.is_file() and "not" in f.caption for f in figures)
+    assert any(isinstance(b, Table) for s in built for b in s.blocks)
+
+
+def test_random_faces_give_chance(tmp_path):
+    prompts, hidden, _ = planted()
+    rng = np.random.default_rng(5)
+    faces = [None if rng.random() < 0.25 else f"(f{rng.integers(6)})" for _ in range(len(prompts) * 4)]
+    run = make_run(tmp_path / "random", "random-faces", hidden, prompts, faces)
+    # floor 1000 leaves no face frequent enough for the per-face analyses; they come back thin.
+    result = analyze(
+        [run], str(tmp_path / "out"), n_permutations=N_PERM, n_boot=N_BOOT, floor=1000, quiet=True
+    )
+    f2c = result["runs"]["random-faces"]["face_to_cell"]
+    assert not f2c["thin"]
+    assert f2c["accuracy"] < 0.25
+    assert f2c["p_value"] > 0.05
+    assert result["runs"]["random-faces"]["hidden_to_face"]["thin"]
+    assert result["runs"]["random-faces"]["face_similarity"]["thin"]
+
+
+def test_thin_data_is_flagged_not_reported(tmp_path):
+    rng = np.random.default_rng(2)
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(6)], "cell": ["LP", "LP", "LP", "LN", "LN", "LN"]})
+    hidden = rng.normal(size=(6, 2, 4))
+    faces = ["(a)", None, "(b)", None, "(c)", None, None, None, None, "(d)", None, None]  # 4 faces in all
+    run = make_run(tmp_path / "thin", "thin", hidden, prompts, faces)
+    result = analyze([run], str(tmp_path / "out"), n_permutations=N_PERM, n_boot=N_BOOT, quiet=True)
+    entry = result["runs"]["thin"]
+    for key in ("hidden_to_cell", "face_to_cell", "hidden_to_face", "geometry", "face_similarity"):
+        assert entry[key]["thin"] is True, key
+        assert entry[key]["reason"]
+        assert "accuracy" not in entry[key] and "p_value" not in entry[key]
+    assert entry["face_to_cell"]["n_with_face"] == 4
+    assert entry["face_to_cell"]["coverage"] == pytest.approx(4 / 12)  # coverage itself is not thin
+    assert entry["figures"] == {}
+    built = sections(result, str(tmp_path / "out"))
+    text = " ".join(b for s in built for b in s.blocks if isinstance(b, str))
+    assert "thin data" in text
+
+
+def test_layer_override_and_bad_layer(tmp_path):
+    rng = np.random.default_rng(3)
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(4)], "cell": ["LP", "LP", "LN", "LN"]})
+    run = make_run(tmp_path / "run", "tiny", rng.normal(size=(4, 5, 4)), prompts, [None] * 4)
+    result = analyze([run], str(tmp_path / "out"), n_permutations=0, n_boot=10, layer=0, quiet=True)
+    assert result["runs"]["tiny"]["headline_layer"] == 0
+    assert "set by the caller" in result["runs"]["tiny"]["layer_rule"]
+    with pytest.raises(AffectlensError, match="layer 7 is not stored"):
+        analyze([run], str(tmp_path / "out2"), layer=7, quiet=True)
+
+
+def test_explained_ratios_match_sklearn_and_ignore_repeats():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 50)) * rng.uniform(0.5, 3.0, size=50)
+    expected = PCA(n_components=3).fit(StandardScaler().fit_transform(X)).explained_variance_ratio_
+    assert np.allclose(_explained_ratios(X, np.arange(30), 3), expected)
+    idx = rng.integers(0, 30, size=30)
+    repeated = PCA(n_components=3).fit(StandardScaler().fit_transform(X[idx])).explained_variance_ratio_
+    assert np.allclose(_explained_ratios(X, idx, 3), repeated)
