@@ -93,7 +93,7 @@ def test_trie_scoring_equals_a_full_forward_per_face(tiny):
     from affectlens.stimuli import load_catalogue
 
     renderer = Renderer(tiny.tokenizer)
-    faces = load_catalogue()[:40] + ["😀", "ok"]
+    faces = [*load_catalogue()[:40], "😀", "ok"]
     message = "my cat knocked the plant off the shelf again"
     scores = score_prompt(tiny, renderer, message, faces, max_nodes=64)  # small chunks: several passes
     expected = [direct_logp(tiny, renderer.render(message), face, add_special=False) for face in faces]
