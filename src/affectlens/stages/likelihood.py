@@ -40,7 +40,7 @@ class LikelihoodConfig:
     instruction: str = DEFAULT_INSTRUCTION
     primed: bool = False
     aggregation: str = "bayes"
-    max_nodes: int = 768  # tokens per packed forward pass; bounds the logits' memory
+    memory_mb: int = 512  # bounds one packed forward pass's logits (nodes x vocabulary)
 
     def identity(self) -> dict[str, object]:
         return {"instruction": self.instruction, "primed": self.primed}
@@ -132,6 +132,12 @@ def _attention_mask(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tens
     return allowed
 
 
+def max_nodes(handle: ModelHandle, memory_mb: int) -> int:
+    """Tokens per packed pass such that its float32 logits (and their normaliser) fit ``memory_mb``."""
+    vocab = int(handle.model.config.get_text_config().vocab_size)
+    return int(min(1024, max(16, memory_mb * 2**20 // (vocab * 4 * 2))))
+
+
 @torch.inference_mode()
 def score_prompt(
     handle: ModelHandle, renderer: Renderer, message: str, faces: Sequence[str], max_nodes: int = 768
@@ -150,40 +156,47 @@ def score_prompt(
     out = model(
         input_ids=head, attention_mask=torch.ones_like(head), cache=cache, use_cache=True, logits_to_keep=1
     )
-    first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
     # Sorting by tokens keeps continuations that share prefixes in the same chunk.
     order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
     scores = np.zeros(len(plan))
-    chunk: list[int] = []
-    for i in [*order, None]:
-        if i is not None and sum(len(plan[j].forced) for j in chunk) + len(plan[i].forced) <= max_nodes:
-            chunk.append(i)
-            continue
-        if chunk:
-            seqs = [plan[j].forced for j in chunk]
-            trie = _Trie.build(seqs)
-            node_logp = torch.zeros(0, first_logp.shape[0])
-            if trie.tokens:
-                ids = torch.tensor([trie.tokens], device=device)
-                positions = torch.tensor([[n_min + d for d in trie.depths]], device=device)
-                mask = _attention_mask(trie.attention(n_min), model).to(device)
-                # A copy keeps the head's cache pristine (cropping is unreliable for sliding-window layers).
-                logits = model(
+    chunks: list[list[int]] = [[]]
+    for i in order:
+        if chunks[-1] and sum(len(plan[j].forced) for j in chunks[-1]) + len(plan[i].forced) > max_nodes:
+            chunks.append([])
+        chunks[-1].append(i)
+    for chunk in chunks:
+        seqs = [plan[j].forced for j in chunk]
+        trie = _Trie.build(seqs)
+        node_logp = torch.zeros(0)
+        if trie.tokens:
+            ids = torch.tensor([trie.tokens], device=device)
+            positions = torch.tensor([[n_min + d for d in trie.depths]], device=device)
+            mask = _attention_mask(trie.attention(n_min), model).to(device)
+            # A copy keeps the head's cache pristine (cropping is unreliable for sliding-window layers).
+            logits = (
+                model(
                     input_ids=ids,
                     attention_mask=mask,
                     position_ids=positions,
                     cache=copy.deepcopy(cache),
                     use_cache=True,
-                ).logits[0]
-                node_logp = torch.log_softmax(logits.float(), dim=-1)
-            for j, seq, path in zip(chunk, seqs, trie.paths, strict=True):
-                token_logp = [first_logp[seq[0]].item()]
-                token_logp += [
-                    node_logp[node, token].item() for node, token in zip(path, seq[1:], strict=True)
-                ]
-                # Only the last n_scored tokens are the face; earlier forced tokens are the merged prompt tail.
-                scores[j] = sum(token_logp[len(seq) - plan[j].n_scored :])
-        chunk = [i] if i is not None else []
+                )
+                .logits[0]
+                .float()
+            )
+            node_logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        for j, seq, path in zip(chunk, seqs, trie.paths, strict=True):
+            # Token t > 0 is predicted at the node of its prefix; only the last n_scored tokens are the face
+            # (earlier forced tokens are the prompt tail that a boundary merge replaced).
+            first = len(seq) - plan[j].n_scored
+            total = first_logp[seq[0]].item() if first == 0 else 0.0
+            steps = list(range(max(first, 1), len(seq)))
+            if steps:
+                nodes = torch.tensor([path[t - 1] for t in steps])
+                tokens = torch.tensor([seq[t] for t in steps])
+                total += node_logp[nodes, tokens].double().sum().item()
+            scores[j] = total
     tails = {c.n_prefix: scores[i] for i, c in enumerate(plan) if c.face is None}
     return np.array(
         [scores[i] - tails.get(c.n_prefix, 0.0) for i, c in enumerate(plan) if c.face is not None]
@@ -286,7 +299,7 @@ def likelihood(
     with progress(quiet) as bar:
         task = bar.add_task(f"likelihood {handle.spec}", total=len(prompts), completed=len(done))
         for prompt in pending:
-            scores = score_prompt(handle, renderer, prompt.text, faces, config.max_nodes)
+            scores = score_prompt(handle, renderer, prompt.text, faces, max_nodes(handle, config.memory_mb))
             frame = pd.DataFrame({"face": faces, "prompt_id": prompt.id, "logp": scores})
             store.write_part(STAGE, prompt.id, [prompt.id], tables={"logp": frame})
             bar.advance(task)
