@@ -185,7 +185,8 @@ def score_prompt(
                 .logits[0]
                 .float()
             )
-            node_logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            # log_softmax, not logits - logsumexp: torch's float32 logsumexp is off by ~3e-5 over a 50k vocabulary.
+            node_logp = torch.log_softmax(logits, dim=-1)
         for j, seq, path in zip(chunk, seqs, trie.paths, strict=True):
             # Token t > 0 is predicted at the node of its prefix; only the last n_scored tokens are the face
             # (earlier forced tokens are the prompt tail that a boundary merge replaced).
