@@ -51,7 +51,7 @@ def make_run(root: Path, spec: str, hidden: np.ndarray, prompts: pd.DataFrame, f
     return str(root)
 
 
-def planted(n_per_cell: int = 12, n_layers: int = 3, d: int = 16, samples: int = 4, seed: int = 0):
+def planted(n_per_cell: int = 8, n_layers: int = 3, d: int = 16, samples: int = 3, seed: int = 0):
     """Prompts whose h_first sits near a cell-specific mean; faces tied to cells (two per cell)."""
     rng = np.random.default_rng(seed)
     cells = np.repeat(CODES, n_per_cell)
@@ -102,7 +102,7 @@ def test_planted_hidden_to_cell(planted_analysis):
     assert head["accuracy"] > 0.9
     assert head["accuracy_ci"][0] > 0.5
     assert head["p_value"] == pytest.approx(1 / (N_PERM + 1))  # the smallest p the test can give
-    assert head["n"] == 108 and head["n_groups"] == 108
+    assert head["n"] == 72 and head["n_groups"] == 72
     assert [row["layer"] for row in h2c["by_layer"]] == [0, 1, 2]
     assert all(row["p_value"] is None for row in h2c["by_layer"])
     assert h2c["all_layers"]["accuracy"] > 0.9
@@ -134,7 +134,7 @@ def test_planted_hidden_to_face_and_geometry(planted_analysis):
     geo = run["geometry"]
     assert not geo["thin"] and len(geo["explained_variance"]) == 3
     assert len(geo["correlations"]) == 4
-    assert all(c["n"] == 108 and c["lo"] <= c["r"] <= c["hi"] for c in geo["correlations"])
+    assert all(c["n"] == 72 and c["lo"] <= c["r"] <= c["hi"] for c in geo["correlations"])
     paired = [c for c in geo["correlations"] if c["paired"]]
     assert len(paired) == 2 and all(c["r"] >= 0 for c in paired)
     assert not geo["faces"]["thin"] and geo["faces"]["n_faces"] == 18
@@ -151,7 +151,7 @@ def test_rotation_aligns_perfectly(planted_analysis):
     assert al["disparity"] == pytest.approx(0.0, abs=1e-8)
     assert al["rsa"] == pytest.approx(1.0)
     assert al["rsa_p_value"] == pytest.approx(1 / (N_PERM + 1))
-    assert al["n_cells"] == 9 and al["k"] == 8 and al["n_prompts"] == 108
+    assert al["n_cells"] == 9 and al["k"] == 8 and al["n_prompts"] == 72
     # The rotated run has no faces: its face analyses are thin, with counts, and carry no numbers.
     f2c = result["runs"]["synthetic#2"]["face_to_cell"]
     assert f2c["thin"] and f2c["n_with_face"] == 0 and "accuracy" not in f2c
@@ -190,9 +190,9 @@ def test_json_round_trip_figures_and_sections(planted_analysis):
 
 
 def test_random_faces_give_chance(tmp_path):
-    prompts, hidden, _ = planted()
+    prompts, hidden, _ = planted(n_per_cell=6)
     rng = np.random.default_rng(5)
-    faces = [None if rng.random() < 0.25 else f"(f{rng.integers(6)})" for _ in range(len(prompts) * 4)]
+    faces = [None if rng.random() < 0.25 else f"(f{rng.integers(6)})" for _ in range(len(prompts) * 3)]
     run = make_run(tmp_path / "random", "random-faces", hidden, prompts, faces)
     # floor 1000 leaves no face frequent enough for the per-face analyses; they come back thin.
     result = analyze(

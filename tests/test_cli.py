@@ -15,7 +15,17 @@ runner = CliRunner()
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("models", "elicit", "likelihood", "compare", "analyze", "report", "study", "demo"):
+    for command in (
+        "models",
+        "elicit",
+        "likelihood",
+        "compare",
+        "analyze",
+        "vectors",
+        "report",
+        "study",
+        "demo",
+    ):
         assert command in result.output
 
 

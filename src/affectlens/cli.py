@@ -253,6 +253,53 @@ def analyze(
     console.print(f"wrote {out / 'analysis.json'}", highlight=False)
 
 
+@app.command()
+@user_errors
+def vectors(
+    model: ModelSpec,
+    out: Out,
+    corpus: Annotated[Path | None, typer.Option(help="Corpus folder (default: the shipped one).")] = None,
+    layers: Annotated[str, typer.Option(help="'all' or comma-separated layer indices.")] = "all",
+    offset: Annotated[int, typer.Option(help="Average each story from this token on.")] = 50,
+    denoise_variance: Annotated[float, typer.Option(help="Neutral variance to project out.")] = 0.5,
+    analyze: Annotated[bool, typer.Option(help="Also run the emotion analyses into OUT/analysis.")] = True,
+    elicitation: Annotated[
+        Path | None, typer.Option(help="Elicitation run of the same model: the bridge.")
+    ] = None,
+    n_permutations: int = 1000,
+    dtype: Dtype = None,
+    device: Device = None,
+    quiet: Quiet = False,
+) -> None:
+    """Emotion vectors from stories (mean from token 50, minus the grand mean, neutral-denoised); analyses."""
+    from affectlens import load_model
+    from affectlens.analysis.emotions import analyze_vectors
+    from affectlens.stages.vectors import vectors as run_vectors
+    from affectlens.stimuli.corpus import load_corpus
+
+    loaded = load_corpus(corpus)
+    handle = load_model(model, dtype=dtype, device=device)
+    summary = run_vectors(
+        handle,
+        str(out),
+        loaded,
+        layers=parse_layers(layers),
+        offset=offset,
+        denoise_variance=denoise_variance,
+        quiet=quiet,
+    )
+    console.print(f"vectors: {summary}", highlight=False)
+    if analyze:
+        result = analyze_vectors(
+            str(out),
+            str(out / "analysis"),
+            n_permutations=n_permutations,
+            elicitation_run=str(elicitation) if elicitation else None,
+        )
+        console.print(f"wrote {out / 'analysis' / 'emotions.json'} ({len(result)} sections)", highlight=False)
+    console.print(f"wrote {out}", highlight=False)
+
+
 def print_headlines(result: dict[str, Any]) -> None:
     from affectlens.report.render import format_number as f
 

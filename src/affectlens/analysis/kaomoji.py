@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.linalg
+from joblib import Parallel, delayed
 from matplotlib import rc_context
 from matplotlib.figure import Figure as MplFigure
 from scipy.cluster.hierarchy import leaves_list, linkage
@@ -80,9 +81,9 @@ _estimator = functools.partial(default_estimator, tol=TOL)  # a partial, so jobl
 def headline_layer(n_layers: int) -> int:
     """The headline layer of a model with ``n_layers`` decoder blocks: round(2/3 x (n_layers - 1)).
 
-    Two thirds of the way up is where affect is usually most linearly readable in mid-sized LMs; the rule
-    is fixed in advance so the reported layer is never the one that happened to score best.
-    (2/3 x (n - 1) is never exactly k + 1/2, so Python's rounding has no tie to break.)
+    A conventional mid-to-late depth for linear probes, fixed in advance so that the reported layer is never
+    the one that happened to score best on the test folds. (2/3 x (n - 1) is never exactly k + 1/2, so
+    rounding has no tie to break.)
     """
     if n_layers < 1:
         raise AffectlensError(f"a model needs at least one layer, got {n_layers}")
@@ -197,9 +198,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _n_jobs(n_permutations: int) -> int:
-    # Worker processes take seconds to start; they pay off only for long permutation runs.
-    return min(os.cpu_count() or 1, 8) if n_permutations >= 200 else 1
+def _n_jobs(n_tasks: int, at_least: int = 200) -> int:
+    """Worker processes for ``n_tasks`` independent refits: they take seconds to start, so only for many."""
+    return min(os.cpu_count() or 1, 8) if n_tasks >= at_least else 1
 
 
 def _memo(fn: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
@@ -226,7 +227,9 @@ def _classifier_summary(result: Any, *, keep_confusion: bool = True) -> dict[str
     return d
 
 
-def _hidden_to_cell(run: _Run, cells: CellSet, *, n_boot: int, n_permutations: int, seed: int, tick) -> dict:
+def _hidden_to_cell(
+    run: _Run, cells: CellSet, *, n_boot: int, n_permutations: int, seed: int, tick: Callable[[], Any]
+) -> dict:
     y = run.prompts["cell"].to_numpy(dtype=str)
     groups = run.prompts["id"].to_numpy(dtype=str)
     labels = [c for c in cells.codes if c in set(y)]
@@ -238,9 +241,12 @@ def _hidden_to_cell(run: _Run, cells: CellSet, *, n_boot: int, n_permutations: i
             prompts_per_cell=counts,
         )
     common = dict(labels=labels, n_splits=N_SPLITS, n_boot=n_boot, seed=seed, make_estimator=_estimator)
+    curve = Parallel(n_jobs=_n_jobs(len(run.layers), at_least=8))(
+        delayed(evaluate_classifier)(run.hidden[:, i], y, groups, n_permutations=0, **common)
+        for i in range(len(run.layers))
+    )
     by_layer = []
-    for i, layer in enumerate(run.layers):
-        result = evaluate_classifier(run.hidden[:, i], y, groups, n_permutations=0, **common)
+    for layer, result in zip(run.layers, curve, strict=True):
         by_layer.append({"layer": layer, **_classifier_summary(result, keep_confusion=False)})
         tick()
     flat = run.hidden.reshape(len(y), -1)
@@ -371,6 +377,7 @@ def _face_to_cell(run: _Run, cells: CellSet, *, n_boot: int, n_permutations: int
         n_permutations=n_permutations,
         seed=seed,
         predict=predict,
+        n_jobs=_n_jobs(n_permutations),
     )
     return {
         **base,
@@ -557,7 +564,8 @@ def _geometry(run: _Run, cells: CellSet, *, floor: int, n_boot: int, n_permutati
         "n_prompts": n,
         "d": d,
         "explained_variance": variance,
-        "explained_variance_interval": f"{INTERVAL} (standardisation and PCA refitted per resample)",
+        "explained_variance_interval": f"{INTERVAL} (standardisation and PCA refitted per resample); repeated "
+        "prompts in a resample lower its effective rank, so the interval leans above the estimate",
         "correlations": correlations,
         "correlation_note": "Pearson r per prompt of a PC score with its cell's coordinate; the interval keeps "
         "the PCA fixed; p is a two-sided permutation p shuffling coordinates between prompts. The pairing "
@@ -727,7 +735,8 @@ def _align(a: _Run, b: _Run, cells: CellSet, *, n_boot: int, n_permutations: int
         "rsa": rsa,
         "rsa_ci": list(rsa_ci),
         "rsa_method": "Spearman correlation of the upper triangles of the two Euclidean cell-distance matrices",
-        "interval": f"{INTERVAL} (shared prompts, centroids recomputed per resample)",
+        "interval": f"{INTERVAL} (shared prompts, centroids recomputed per resample); resampling adds noise "
+        "to the centroids, so these intervals lean toward worse agreement than the estimate",
         "reference_coords": ref,
         "aligned_coords": aligned,
     }
@@ -900,7 +909,8 @@ def _fig_faces(label: str, geo: dict, cells: CellSet) -> MplFigure:
             zorder=3,
         )
         ax.annotate(f["face"], (f["pc1"], f["pc2"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    for code in dict.fromkeys(f["majority_cell"] for f in faces):
+    shown = {f["majority_cell"] for f in faces}
+    for code in (c for c in cells.codes if c in shown):
         ax.scatter([], [], color=cells.colours[code], label=f"majority cell {code}")
     ax.set_xlabel("PC1 (same axes as the prompt scatter)")
     ax.set_ylabel("PC2")
@@ -997,6 +1007,10 @@ def analyze(
     out_dir = Path(out)
     loaded = [_load(path, layer, cells) for path in runs]
     _unique_labels(loaded)
+    stems: dict[str, str] = {}  # file-name stems, unique even where two labels slugify alike
+    for i, run in enumerate(loaded):
+        stem = _slug(run.label)
+        stems[run.label] = stem if stem not in stems.values() else f"{stem}-{i + 1}"
     result: dict[str, Any] = {
         "analysis": "kaomoji",
         "settings": {
@@ -1026,7 +1040,7 @@ def analyze(
         for run in loaded:
             task = bar.add_task(f"kaomoji {run.label}", total=len(run.layers) + 6)
             tick = functools.partial(bar.advance, task, 1)
-            stem = _slug(run.label)
+            stem = stems[run.label]
             entry: dict[str, Any] = {
                 "path": run.path,
                 "spec": run.spec,
@@ -1077,7 +1091,7 @@ def analyze(
             for b in loaded[i + 1 :]:
                 al = _align(a, b, cells, n_boot=n_boot, n_permutations=n_permutations, seed=seed)
                 if not al.get("skipped") and not al.get("thin"):
-                    stem = f"align-{_slug(a.label)}--{_slug(b.label)}"
+                    stem = f"align-{stems[a.label]}--{stems[b.label]}"
                     al["figures"] = {"alignment": _save(_fig_alignment(al, cells), out_dir, stem)}
                 result["alignment"].append(al)
     result = _plain(result)
@@ -1098,7 +1112,7 @@ def _p(d: dict, key: str = "p_value") -> str:
     p = d.get(key)
     if p is None:
         return "not tested"
-    return f"{format_number(p)} (min {format_number(d.get('min_attainable_p'))}, {d.get('n_permutations')} perms)"
+    return f"{format_number(p)} (min {format_number(d.get('min_attainable_p'))}, {format_number(d.get('n_permutations'))} perms)"
 
 
 def _thin_text(d: dict) -> str:
@@ -1133,7 +1147,7 @@ def sections(analysis: dict, out: str) -> list[Section]:
             rows.append({"run": label, "what": "—", "accuracy [95% CI]": _thin_text(h2c)})
             continue
         for what, d in (
-            ("headline layer " + str(h2c["headline"]["layer"]), h2c["headline"]),
+            ("headline layer " + format_number(h2c["headline"]["layer"]), h2c["headline"]),
             ("all layers concatenated", h2c["all_layers"]),
         ):
             rows.append(
@@ -1145,7 +1159,7 @@ def sections(analysis: dict, out: str) -> list[Section]:
                     "chance": format_number(d["chance"]),
                     "majority baseline": format_number(d["majority_baseline"]),
                     "p (permutation)": _p(d),
-                    "n prompts": str(d["n"]),
+                    "n prompts": format_number(d["n"]),
                 }
             )
     h2c_blocks.append(Table(pd.DataFrame(rows), caption="Cell from hidden state, out-of-fold."))
@@ -1155,8 +1169,8 @@ def sections(analysis: dict, out: str) -> list[Section]:
             continue
         head = h2c["headline"]
         h2c_blocks.append(
-            f"{label}: at layer {head['layer']} the cell is recovered for {format_number(head['accuracy'])} of "
-            f"{head['n']} prompts (95% CI {format_number(head['accuracy_ci'][0])} to {format_number(head['accuracy_ci'][1])}), "
+            f"{label}: at layer {format_number(head['layer'])} the cell is recovered for {format_number(head['accuracy'])} of "
+            f"{format_number(head['n'])} prompts (95% CI {format_number(head['accuracy_ci'][0])} to {format_number(head['accuracy_ci'][1])}), "
             f"against chance {format_number(head['chance'])} and a majority baseline of {format_number(head['majority_baseline'])}; "
             f"permutation p = {_p(head)}. Layer rule: {head['layer_rule']}."
         )
@@ -1193,8 +1207,8 @@ def sections(analysis: dict, out: str) -> list[Section]:
         row = {
             "run": label,
             "coverage [95% CI]": _with_ci(f2c["coverage"], f2c["coverage_ci"]),
-            "samples (with face / all)": f"{f2c['n_with_face']} / {f2c['n_samples']}",
-            "distinct faces": str(f2c.get("n_faces", 0)),
+            "samples (with face / all)": f"{format_number(f2c['n_with_face'])} / {format_number(f2c['n_samples'])}",
+            "distinct faces": format_number(f2c.get("n_faces", 0)),
         }
         if f2c["thin"]:
             row["accuracy [95% CI]"] = _thin_text(f2c)
@@ -1212,7 +1226,7 @@ def sections(analysis: dict, out: str) -> list[Section]:
     f2c_blocks.append(Table(pd.DataFrame(rows), caption="Cell from face alone, out-of-fold."))
     f2c_blocks.append(
         "Can the face be read off h_first? Among samples whose face was emitted at least "
-        f"{settings.get('floor', 3)} times, a classifier on h_first at the headline layer predicts the face "
+        f"{format_number(settings.get('floor', 3))} times, a classifier on h_first at the headline layer predicts the face "
         "(top-1), compared with always predicting the training folds' commonest face. The permutation test "
         "shuffles hidden states between prompts. Faces vary between samples of one prompt, so even a perfect "
         "reading of the hidden state cannot reach accuracy 1."
@@ -1232,8 +1246,8 @@ def sections(analysis: dict, out: str) -> list[Section]:
                     h2f["gain_over_majority"], h2f["gain_over_majority_ci"]
                 ),
                 "p (permutation)": _p(h2f),
-                "faces": str(h2f["n_faces"]),
-                "samples / prompts": f"{h2f['n_samples']} / {h2f['n_prompts']}",
+                "faces": format_number(h2f["n_faces"]),
+                "samples / prompts": f"{format_number(h2f['n_samples'])} / {format_number(h2f['n_prompts'])}",
             }
         )
     f2c_blocks.append(Table(pd.DataFrame(rows), caption="Face from hidden state, out-of-fold."))
@@ -1253,7 +1267,7 @@ def sections(analysis: dict, out: str) -> list[Section]:
             var_rows.append({"run": label, "PC1 [95% CI]": _thin_text(geo)})
             continue
         var_rows.append(
-            {"run": label, "layer": str(geo["layer"]), "n prompts": str(geo["n_prompts"])}
+            {"run": label, "layer": format_number(geo["layer"]), "n prompts": format_number(geo["n_prompts"])}
             | {
                 f"PC{v['pc']} variance [95% CI]": _with_ci(v["ratio"], v["ci"])
                 for v in geo["explained_variance"]
@@ -1267,11 +1281,15 @@ def sections(analysis: dict, out: str) -> list[Section]:
                     "axis": c["axis"] + (" (paired)" if c.get("paired") else ""),
                     "r [95% CI]": _thin_text(c) if c.get("thin") else _with_ci(c["r"], [c["lo"], c["hi"]]),
                     "p (permutation)": "n/a" if c.get("thin") else _p(c),
-                    "n prompts": str(c.get("n", geo["n_prompts"])),
+                    "n prompts": format_number(c.get("n", geo["n_prompts"])),
                 }
             )
     geo_blocks.append(
-        Table(pd.DataFrame(var_rows), caption="Share of variance of the first principal components.")
+        Table(
+            pd.DataFrame(var_rows),
+            caption="Share of variance of the first principal components, with 95% bootstrap intervals over prompts "
+            "(repeated prompts in a resample push the interval upward).",
+        )
     )
     if cor_rows:
         geo_blocks.append(
@@ -1313,7 +1331,7 @@ def sections(analysis: dict, out: str) -> list[Section]:
                     "disparity p": _p(al, "disparity_p_value"),
                     "RSA Spearman r [95% CI]": _with_ci(al["rsa"], al["rsa_ci"]),
                     "RSA p": _p(al, "rsa_p_value"),
-                    "shared prompts / cells": f"{al['n_prompts']} / {al['n_cells']}",
+                    "shared prompts / cells": f"{format_number(al['n_prompts'])} / {format_number(al['n_cells'])}",
                 }
             )
         align_rows.append(row)
@@ -1323,7 +1341,8 @@ def sections(analysis: dict, out: str) -> list[Section]:
             "principal axes and scaled to unit size; the other run is rotated onto the reference (orthogonal "
             "Procrustes, no scaling), and the disparity is the remaining squared mismatch (0 = same "
             "arrangement). RSA is the Spearman correlation of the two runs' cell-to-cell distances; both carry a "
-            "permutation test that shuffles the other run's cell labels."
+            "permutation test that shuffles the other run's cell labels. Bootstrap intervals resample shared "
+            "prompts; the extra centroid noise makes them lean toward worse agreement than the estimate."
         )
         geo_blocks.append(Table(pd.DataFrame(align_rows), caption="Cross-model alignment of cell centroids."))
     for al in analysis.get("alignment", []):
@@ -1342,21 +1361,23 @@ def sections(analysis: dict, out: str) -> list[Section]:
     # ---- heat maps
     heat_blocks: list[str | Table | Figure] = [
         "Which faces appear in similar hidden states? For faces emitted at least "
-        f"{settings.get('floor', 3)} times: the mean standardised h_first of each face's samples, centred "
+        f"{format_number(settings.get('floor', 3))} times: the mean standardised h_first of each face's samples, centred "
         "across faces, compared by cosine similarity and ordered by average-linkage clustering. Tick labels "
         "take the colour of the cell each face most often followed."
     ]
     for label, run in runs.items():
         sim = run["face_similarity"]
         if sim["thin"]:
-            heat_blocks.append(f"{label}: {_thin_text(sim)} ({sim.get('n_samples', 0)} samples).")
+            heat_blocks.append(
+                f"{label}: {_thin_text(sim)} ({format_number(sim.get('n_samples', 0))} samples)."
+            )
             continue
         heat_blocks += _figure(
             out_dir,
             run.get("figures", {}),
             "face_similarity",
-            f"{label}: similarity of the contexts in which faces appear ({sim['n_faces']} faces, "
-            f"{sim['n_samples']} samples). Faces in one block tend to appear after prompts whose hidden states "
+            f"{label}: similarity of the contexts in which faces appear ({format_number(sim['n_faces'])} faces, "
+            f"{format_number(sim['n_samples'])} samples). Faces in one block tend to appear after prompts whose hidden states "
             "resemble each other; it does not show that the faces mean the same thing, or that the model feels "
             "what a face depicts.",
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class Scenario:
     text: str
 
 
+_KINDS = {"emotions": Emotion, "topics": Topic, "stories": Story, "neutral": Dialogue, "implicit": Scenario}
+
+
 @dataclass(frozen=True)
 class Corpus:
     emotions: tuple[Emotion, ...]
@@ -102,7 +105,7 @@ class Corpus:
         if kind == "emotions":
             for row in rows:
                 row["banned"] = " ".join(row["banned"])
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=[f.name for f in fields(_KINDS[kind])])
 
 
 def _strings(
