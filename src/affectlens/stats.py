@@ -113,7 +113,10 @@ def grouped_folds(
         cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     else:
         cv = GroupKFold(n_splits=k, shuffle=True, random_state=seed)  # shuffle needs scikit-learn >= 1.6
-    return list(cv.split(np.zeros((len(y), 1)), y, groups))
+    split_groups = (
+        None if isinstance(cv, StratifiedKFold) else groups
+    )  # it would warn that groups are ignored
+    return list(cv.split(np.zeros((len(y), 1)), y, split_groups))
 
 
 def grouped_cv_predict(
