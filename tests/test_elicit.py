@@ -81,18 +81,20 @@ def test_killed_run_resumes_without_redoing_prompts(smollm2, tmp_path, monkeypat
     prompts = _subset()
     config = ElicitConfig(samples=2, batch_prompts=3, max_new_tokens=8)
     real = elicit_module.generate_batch
-    calls = []
+    calls: list[int] = []
+    kill_at = [2]  # the second batch of the first run dies
 
-    def dies_on_second_batch(*args, **kwargs):
+    def recording(*args, **kwargs):
         calls.append(len(args[2]))
-        if len(calls) == 2:
+        if len(calls) == kill_at[0]:
             raise RuntimeError("simulated kill")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(elicit_module, "generate_batch", dies_on_second_batch)
+    monkeypatch.setattr(elicit_module, "generate_batch", recording)
     with pytest.raises(RuntimeError, match="simulated kill"):
         elicit(smollm2, str(tmp_path), prompts, config, quiet=True)
     calls.clear()
+    kill_at[0] = 0
     elicit(smollm2, str(tmp_path), prompts, config, quiet=True)
     assert sum(calls) == len(prompts) - 3  # the first batch of 3 prompts was not redone
     generations = pd.read_parquet(tmp_path / "generations.parquet")

@@ -32,6 +32,19 @@ from affectlens.stages.vectors import (
 from affectlens.stats import default_estimator, grouped_cv_predict
 from affectlens.stimuli.corpus import DEFAULT_CORPUS, FILES, banned_hits, load_corpus
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Tiny models run fastest on one thread: on a busy machine a second thread spins at every op barrier."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------------ (a) planted directions
 
 

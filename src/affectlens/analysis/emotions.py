@@ -593,7 +593,6 @@ def analyze_vectors(
     mu = np.stack([acts[:, h][y == name].mean(axis=0) for name in names]).mean(axis=0)
 
     sim, order = similarity(vecs)
-    raw_sim, _ = similarity(vr.raw[:, h])
     result: dict[str, Any] = {
         "run": str(run),
         "model": vr.entry["model"],
@@ -625,7 +624,6 @@ def analyze_vectors(
             "order": order,
             "method": "average linkage, cosine distance",
             "mean_offdiagonal": float(sim[~np.eye(len(sim), dtype=bool)].mean()),
-            "raw_mean_offdiagonal": float(raw_sim[~np.eye(len(sim), dtype=bool)].mean()),
         },
         "pca": affect_axes(
             vecs,
@@ -804,8 +802,15 @@ def _p(p: float | None) -> str:
 
 
 def vector_sections(result: dict[str, Any], out: Path | str) -> list[Section]:
-    """Report sections for an :func:`analyze_vectors` result; figures are (re)drawn into ``out``."""
-    paths = write_figures(result, out)
+    """Report sections for an :func:`analyze_vectors` result.
+
+    The figures that ``analyze_vectors`` wrote are reused when they lie in ``out``; otherwise they are drawn there.
+    """
+    drawn = {k: [Path(p) for p in v] for k, v in result.get("figures", {}).items()}
+    reusable = drawn and all(
+        p.exists() and p.parent.resolve() == Path(out).resolve() for v in drawn.values() for p in v
+    )
+    paths = drawn if reusable else write_figures(result, out)
     png = {k: v[0] for k, v in paths.items()}
     layer = result["layer"]
     pca, km, head = result["pca"], result["kmeans"], result["probe"]["headline"]

@@ -46,7 +46,7 @@ STAGE = "vectors"
 ALL_LAYERS_UP_TO = 2_000_000_000  # parameters; larger models get DEFAULT_SPREAD evenly spaced layers
 DEFAULT_SPREAD = 12
 LOGIT_LENS_K = 10
-# Measured on a 2-core CPU with SmolLM2-135M (bench/vectors.py): tokens/s is flat from ~1k to ~4k.
+# Padded tokens per batch: about 13 stories of ~150 tokens. Not tuned; bench/vectors.py --batch-tokens compares.
 DEFAULT_BATCH_TOKENS = 2048
 POSITION_RULE = (
     "story/scenario: mean residual stream over its own tokens [start, n) with start = offset if n > offset "
