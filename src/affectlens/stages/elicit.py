@@ -265,7 +265,7 @@ def elicit(
 ) -> dict[str, object]:
     """Run (or resume) elicitation into run folder ``out``; returns the summary written to the manifest."""
     config = config or ElicitConfig()
-    prompts = prompts or load_prompts()
+    prompts = load_prompts() if prompts is None else prompts  # an empty set is an error, not the default
     if len(prompts) == 0:
         raise AffectlensError("the prompt set is empty")
     if config.samples < 1 or config.max_new_tokens < 1:

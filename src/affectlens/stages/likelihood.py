@@ -278,7 +278,7 @@ def likelihood(
 ) -> dict[str, object]:
     """Score every face after every prompt into run folder ``out``; resumes at prompt granularity."""
     config = config or LikelihoodConfig()
-    prompts = prompts or load_prompts()
+    prompts = load_prompts() if prompts is None else prompts  # an empty set is an error, not the default
     faces = list(dict.fromkeys(faces))
     if not faces:
         raise AffectlensError("the face vocabulary is empty")

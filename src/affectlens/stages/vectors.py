@@ -257,7 +257,7 @@ def vectors(
     ``vectors.safetensors`` (``raw``, ``denoised``: [n_emotions, n_layers, d], emotions in the order of
     ``emotions.parquet``, layers as in the manifest), ``denoise.parquet`` and ``logit_lens.parquet``.
     """
-    corpus = corpus or load_corpus()
+    corpus = load_corpus() if corpus is None else corpus
     if offset < 0:
         raise AffectlensError(f"offset must be >= 0, got {offset}")
     if not 0 <= denoise_variance < 1:
