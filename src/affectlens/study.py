@@ -46,6 +46,7 @@ class ModelEntry(_Strict):
 
 class ElicitSettings(_Strict):
     samples: int = Field(8, ge=1)
+    prompts_per_cell: int | None = Field(None, ge=1, description="elicit on a balanced subset of prompts")
     temperature: float = Field(1.0, ge=0)
     max_new_tokens: int = Field(24, ge=1)
     batch_prompts: int = Field(32, ge=1)
@@ -109,7 +110,8 @@ def parse_study(data: Any, where: str = "study") -> Study:
 
 
 def demo_study(out: str = "runs/demo") -> Study:
-    """The built-in study: both bundled models, sized to finish within 15 minutes on a 2-core CPU."""
+    """The built-in study: both bundled models on a balanced subset (6 prompts per cell x 4 samples; likelihood of
+    the whole catalogue after 2 prompts per cell), sized for a 2-core CPU. ``affectlens study`` runs full sets."""
     return Study(
         name="affectlens demo",
         out=out,
@@ -117,8 +119,8 @@ def demo_study(out: str = "runs/demo") -> Study:
             ModelEntry(spec="smollm2-135m", label="smollm2", primed=True),
             ModelEntry(spec="gemma3-270m", label="gemma3", primed=True),
         ],
-        elicit=ElicitSettings(samples=4),
-        likelihood=LikelihoodSettings(prompts_per_cell=6),
+        elicit=ElicitSettings(samples=4, prompts_per_cell=6),
+        likelihood=LikelihoodSettings(prompts_per_cell=2),
         analysis=AnalysisSettings(n_permutations=200, n_boot=500),
     )
 
@@ -154,7 +156,14 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
                     suppress=tuple(entry.suppress),
                     batch_prompts=study.elicit.batch_prompts,
                 )
-                summary = elicit(handle, str(folder / "elicit"), prompts, config, quiet=quiet)
+                subset = _balanced(prompts, study.elicit.prompts_per_cell)
+                summary = elicit(
+                    handle,
+                    str(folder / "elicit"),
+                    PromptSet(subset, *_subset_id(prompts, subset)),
+                    config,
+                    quiet=quiet,
+                )
                 log(f"{entry.name}: face rate {summary['face_rate']:.3f} over {summary['n_samples']} samples")
                 elicit_runs.append(str(folder / "elicit"))
             elif stage == "likelihood":
