@@ -381,10 +381,6 @@ def print_elicit_summary(summary: dict[str, Any]) -> None:
     )
 
 
-def echo_json(data: Any) -> None:
-    console.print_json(json.dumps(data, default=str))
-
-
 def main() -> None:
     app()
 

@@ -54,7 +54,7 @@ from affectlens.stats import (
     pearson_with_ci,
     permutation_test,
 )
-from affectlens.store import RunStore, write_json
+from affectlens.store import RunStore, json_ready, write_json
 
 K_RANGE = (2, 8)
 RESULT_FILE = "emotions.json"
@@ -547,21 +547,6 @@ def _bridge_from_run(vr: VectorRun, layer: int, elicitation_run: str, **kw: Any)
 # ----------------------------------------------------------------------------------------------- driver
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars and arrays to Python, NaN to None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def analyze_vectors(
     run: str,
     out: str,
@@ -668,7 +653,7 @@ def analyze_vectors(
         if elicitation_run
         else None
     )
-    result = _plain(result)
+    result = json_ready(result)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result["figures"] = {k: [str(p) for p in v] for k, v in write_figures(result, out_dir).items()}

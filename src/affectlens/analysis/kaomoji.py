@@ -54,7 +54,7 @@ from affectlens.stats import (
     pearson_with_ci,
     permutation_test,
 )
-from affectlens.store import atomic_path, write_json
+from affectlens.store import atomic_path, json_ready, write_json
 
 __all__ = ["analyze", "headline_layer", "sections"]
 
@@ -179,23 +179,6 @@ def _unique_labels(runs: list[_Run]) -> None:
 
 def _thin(reason: str, **counts: Any) -> dict[str, Any]:
     return {"thin": True, "reason": reason, **counts}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars and arrays to Python, tuples to lists, NaN and inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _n_jobs(n_tasks: int, at_least: int = 200) -> int:
@@ -1094,7 +1077,7 @@ def analyze(
                     stem = f"align-{stems[a.label]}--{stems[b.label]}"
                     al["figures"] = {"alignment": _save(_fig_alignment(al, cells), out_dir, stem)}
                 result["alignment"].append(al)
-    result = _plain(result)
+    result = json_ready(result)
     write_json(out_dir / "analysis.json", result)
     return result
 
