@@ -308,7 +308,7 @@ def test_settled_replies_keep_their_face(text, more):
 
 
 @pytest.mark.parametrize(
-    "reply", ["わかった、それは大変だね", "你好! 今天", "i’m fine", "привет друг", "ಠ益ಠ"]
+    "reply", ["わかった、それは大変だね", "你好! 今天", "i’m fine", "привет друг", "ಠ益ಠ", "火鳖愈笑!\ufffd"]
 )
 def test_words_of_any_script_are_not_bracketless_faces(reply):
     # Rule 3 counts only symbols and marks as face characters, so a word in another script is prose.

@@ -192,10 +192,11 @@ def _is_face_character(ch: str) -> bool:
 
     The rule names ASCII letters, digits and sentence punctuation; letters and digits of every script, quotation
     marks and CJK sentence punctuation are excluded as well, so that a Japanese or Chinese word opening a reply
-    ("わかった") is prose, not a kaomoji, while ಥ_ಥ, ʕ•ᴥ•ʔ and :) stay faces.
+    ("わかった") is prose, not a kaomoji, while ಥ_ಥ, ʕ•ᴥ•ʔ and :) stay faces. U+FFFD (a token cut mid-character)
+    is no face character either.
     """
     category = unicodedata.category(ch)
-    return not (
+    return ch != "\ufffd" and not (
         category[0] in "LN"
         or category in ("Pi", "Pf")
         or ch in SENTENCE_PUNCTUATION
