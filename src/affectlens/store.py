@@ -8,12 +8,13 @@ because every file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def part_tag(keys: Iterable[str]) -> str:
+    """A stable name for the part that holds ``keys``: the same work resumes under the same name."""
+    return hashlib.sha1("|".join(keys).encode()).hexdigest()[:12]
 
 
 def json_ready(value: Any) -> Any:

@@ -25,7 +25,7 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import DEFAULT_INSTRUCTION, Renderer
 from affectlens.runtime.tokens import left_pad, split_continuation, token_bytes
 from affectlens.stimuli import Prompt, PromptSet, load_prompts
-from affectlens.store import RunStore, read_parquet, read_tensors, write_parquet, write_tensors
+from affectlens.store import RunStore, part_tag, read_parquet, read_tensors, write_parquet, write_tensors
 
 STAGE = "elicit"
 GENERATION_COLUMNS = ["prompt_id", "cell", "sample", "reply", "face", "face_kind", "n_new_tokens", "stop"]
@@ -251,10 +251,6 @@ def _batches(prompts: list[Prompt], renderer: Renderer, size: int) -> list[list[
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def _tag(prompts: Sequence[Prompt]) -> str:
-    return hashlib.sha1("|".join(p.id for p in prompts).encode()).hexdigest()[:12]
-
-
 def elicit(
     handle: ModelHandle,
     out: str,
@@ -301,7 +297,7 @@ def elicit(
             hidden, records = generate_batch(handle, renderer, batch, config, layers, suppressor)
             store.write_part(
                 STAGE,
-                _tag(batch),
+                part_tag(p.id for p in batch),
                 [p.id for p in batch],
                 tables={"generations": pd.DataFrame.from_records(records, columns=GENERATION_COLUMNS)},
                 tensors={"h_first": hidden},

@@ -24,7 +24,6 @@ analyses need (``analysis/emotions.py``), so they never load the model.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from affectlens.runtime.capture import TokenMean, capture
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.tokens import right_pad
 from affectlens.stimuli.corpus import Corpus, load_corpus
-from affectlens.store import RunStore, read_parquet, read_tensors, write_parquet, write_tensors
+from affectlens.store import RunStore, part_tag, read_parquet, read_tensors, write_parquet, write_tensors
 
 STAGE = "vectors"
 ALL_LAYERS_UP_TO = 2_000_000_000  # parameters; larger models get DEFAULT_SPREAD evenly spaced layers
@@ -235,10 +234,6 @@ def run_bucket(handle: ModelHandle, bucket: Sequence[_Item], layers: Sequence[in
     return capture(handle.model, handle.arch, ids.to(device), mask.to(device), layers, at).hidden.cpu()
 
 
-def _tag(bucket: Sequence[_Item]) -> str:
-    return hashlib.sha1("|".join(i.key for i in bucket).encode()).hexdigest()[:12]
-
-
 def vectors(
     handle: ModelHandle,
     out: str,
@@ -301,7 +296,9 @@ def vectors(
         task = bar.add_task(f"vectors {handle.spec}", total=len(items), completed=len(items) - len(pending))
         for bucket in buckets(pending, batch_tokens):
             hidden = run_bucket(handle, bucket, layer_list)
-            store.write_part(STAGE, _tag(bucket), [i.key for i in bucket], tensors={"hidden": hidden})
+            store.write_part(
+                STAGE, part_tag(i.key for i in bucket), [i.key for i in bucket], tensors={"hidden": hidden}
+            )
             bar.advance(task, len(bucket))
     elapsed = time.perf_counter() - started
 
