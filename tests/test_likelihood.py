@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import FAMILY_EXTRA, TINY, available_families
 
 from affectlens.errors import AffectlensError
 from affectlens.runtime.arch import resolve
@@ -115,9 +116,8 @@ def test_trie_shares_prefixes_and_masks_only_ancestors():
     trie = _Trie.build([[1, 2, 3], [1, 2, 4], [1, 5, 6, 7], [8]])
     assert trie.tokens == [1, 2, 5, 6]  # last tokens are scored, never fed; [1] and [1, 2] are shared
     assert trie.paths == [[0, 1], [0, 1], [0, 2, 3], []]
-    mask = trie.attention(n_head=2)
-    assert mask[:, :2].all()
-    assert mask[3, 2:].tolist() == [True, False, True, True]  # node 6 sees 1 and 5, not the sibling 2
+    seen = trie.ancestry()
+    assert seen[3].tolist() == [True, False, True, True]  # node 6 sees 1 and 5, not the sibling 2
 
 
 def test_cell_distributions_bayes_and_mean_logp():
@@ -158,3 +158,27 @@ def test_emission_over_vocabulary_agreement():
     face_cells = pd.DataFrame({"top_cell": ["LP", "LN"]}, index=["x", "y"])
     result = emission_over_vocabulary(logp, prompts, face_cells)
     assert result["expected_agreement"] == pytest.approx((0.9 + 0.8) / 2)
+
+
+@pytest.mark.parametrize("family", available_families())
+def test_tree_rows_match_a_full_forward_in_every_family(family, tokenizer):
+    """Rows, padding, sliding windows (16 tokens here, shorter than the prompt), softcapping and sinks."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from affectlens.stimuli import load_catalogue
+
+    overrides = {**TINY, **FAMILY_EXTRA.get(family, {}), "vocab_size": len(tokenizer)}
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(family, **overrides), dtype=torch.float32
+    ).eval()
+    handle = ModelHandle(
+        model, tokenizer, family, family, TINY["num_hidden_layers"], TINY["hidden_size"], resolve(model)
+    )
+    renderer = Renderer(tokenizer)
+    message = "the train was cancelled and I missed the interview"
+    assert len(renderer.encode(message)) > 2 * FAMILY_EXTRA["gemma2"]["sliding_window"]
+    faces = load_catalogue()[:30]
+    scores = score_prompt(handle, renderer, message, faces, max_nodes=48, row_nodes=8)
+    expected = [direct_logp(handle, renderer.render(message), face, add_special=False) for face in faces]
+    np.testing.assert_allclose(scores, expected, atol=1e-4)

@@ -5,8 +5,9 @@ the exact prefix elicitation uses. Faces are tokenized as they would be in the j
 merges across the boundary, the merged tokens are scored too and the probability of the prompt tail they
 replaced is divided out: P(f | p) = P(tail + f | head) / P(tail | head).
 
-Speed: each prompt's prefix runs once into a KV cache; the faces' tokens then go through as one packed
-trie per chunk (tree attention), so shared prefixes are computed once and nothing is padding.
+Speed: each prompt's prefix runs once into a KV cache. The faces' tokens then go through as tries (tree
+attention), so shared prefixes are computed once; the tries are short rows batched over copies of that cache, so
+each token attends over the head and its own row rather than over every face.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,7 @@ from affectlens.store import RunStore, read_parquet, write_parquet
 
 STAGE = "likelihood"
 AGGREGATIONS = ("bayes", "meanlogp")
+ROW_NODES = 64  # tree-attention row length: short rows keep attention cheap, see bench/likelihood.py
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _plan(
 
 @dataclass
 class _Trie:
-    """Unique token prefixes of a set of continuations, packed into one sequence (tree attention)."""
+    """Unique token prefixes of a set of continuations: one row of tree attention."""
 
     tokens: list[int]
     parents: list[int]  # -1 for a child of the cached head
@@ -110,26 +113,99 @@ class _Trie:
             paths.append(path)
         return cls(tokens, parents, depths, paths)
 
-    def attention(self, n_head: int) -> torch.Tensor:
-        """[n_nodes, n_head + n_nodes] bool: every node sees the head, its ancestors and itself."""
+    def ancestry(self) -> torch.Tensor:
+        """[n_nodes, n_nodes] bool: each node sees its ancestors and itself."""
         n = len(self.tokens)
-        mask = torch.zeros(n, n_head + n, dtype=torch.bool)
-        mask[:, :n_head] = True
+        seen = torch.zeros(n, n, dtype=torch.bool)
         for node in range(n):
             ancestor = node
             while ancestor >= 0:
-                mask[node, n_head + ancestor] = True
+                seen[node, ancestor] = True
                 ancestor = self.parents[ancestor]
-        return mask
+        return seen
 
 
-def _attention_mask(allowed: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
-    """A custom 4D mask in the form the model's attention implementation expects."""
-    allowed = allowed[None, None]
+def _rows(continuations: Sequence[Sequence[int]], row_nodes: int) -> list[list[int]]:
+    """Split sorted continuations into consecutive rows of at most ~``row_nodes`` trie nodes each.
+
+    In sorted order a sequence shares the longest prefix with its predecessor, so the nodes it adds to its row's
+    trie are its fed length minus that common prefix.
+    """
+    rows: list[list[int]] = []
+    size, previous = 0, None
+    for i, seq in enumerate(continuations):
+        fed = len(seq) - 1
+        shared = 0
+        if previous is not None:
+            while shared < min(fed, len(previous)) and seq[shared] == previous[shared]:
+                shared += 1
+        added = fed - shared
+        if not rows or size + added > row_nodes:
+            rows.append([])
+            size, added = 0, fed
+        rows[-1].append(i)
+        size += added
+        previous = seq
+    return rows
+
+
+def _layer_windows(model: torch.nn.Module) -> dict[str, int | None]:
+    """Attention span per layer type: None for full attention, else the sliding window (as transformers masks it)."""
+    config = model.config.get_text_config()
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or ["sliding_attention" if window else "full_attention"]
+    return {kind: window if kind == "sliding_attention" else None for kind in dict.fromkeys(types)}
+
+
+def _tree_mask(tries: Sequence[_Trie], n_head: int, width: int, window: int | None) -> torch.Tensor:
+    """[rows, 1, width, n_head + width] bool: a node sees the cached head and its own ancestors (and, with a
+    sliding window, only keys less than ``window`` positions back). Padding sees only itself."""
+    allowed = torch.zeros(len(tries), width, n_head + width, dtype=torch.bool)
+    allowed[:, :, :n_head] = True
+    for row, trie in enumerate(tries):
+        n = len(trie.tokens)
+        allowed[row, :n, n_head : n_head + n] = trie.ancestry()
+        allowed[row, n:, :n_head] = False
+        allowed[row, range(n, width), range(n_head + n, n_head + width)] = True
+    if window is not None:
+        depths = torch.zeros(len(tries), width, dtype=torch.long)
+        for row, trie in enumerate(tries):
+            depths[row, : len(trie.depths)] = torch.tensor(trie.depths, dtype=torch.long)
+        query = n_head + depths  # [rows, width]
+        key = torch.cat([torch.arange(n_head).expand(len(tries), -1), n_head + depths], dim=1)
+        allowed &= (query[:, :, None] - key[:, None, :]) < window
+    return allowed[:, None]
+
+
+def _attention_masks(
+    tries: Sequence[_Trie], n_head: int, width: int, model: torch.nn.Module
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The tree masks in the form the model's attention expects: one tensor, or one per layer type."""
+    masks = {kind: _tree_mask(tries, n_head, width, window) for kind, window in _layer_windows(model).items()}
     if getattr(model.config, "_attn_implementation", "sdpa") == "eager":
         dtype = next(model.parameters()).dtype
-        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    return allowed
+        masks = {
+            kind: torch.zeros(m.shape, dtype=dtype).masked_fill(~m, torch.finfo(dtype).min)
+            for kind, m in masks.items()
+        }
+    return next(iter(masks.values())) if len(masks) == 1 else masks
+
+
+@contextmanager
+def _lm_head_on(lm_head: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """Run the LM head only on the positions ``keep`` selects (a [rows, width] bool), not on padding.
+
+    A pre-hook, so whatever the model does after its head (softcapping, logit scaling) still applies.
+    """
+
+    def select(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0][keep][None], *args[1:])
+
+    hook = lm_head.register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 def max_nodes(handle: ModelHandle, memory_mb: int) -> int:
@@ -140,68 +216,103 @@ def max_nodes(handle: ModelHandle, memory_mb: int) -> int:
 
 @torch.inference_mode()
 def score_prompt(
-    handle: ModelHandle, renderer: Renderer, message: str, faces: Sequence[str], max_nodes: int = 768
+    handle: ModelHandle,
+    renderer: Renderer,
+    message: str,
+    faces: Sequence[str],
+    max_nodes: int = 768,
+    row_nodes: int = ROW_NODES,
 ) -> np.ndarray:
     """log P(face | prompt) for every face, in nats, float64 [n_faces].
 
-    The prompt's head runs once. The faces' token prefixes form a trie, packed into one sequence with a
-    tree-shaped attention mask, so a prefix that many faces share ("(", "(^") is computed once and no
-    position is padding. Chunks of at most ``max_nodes`` tokens bound memory.
+    The prompt's head runs once. The faces' token prefixes form tries, so a prefix that many faces share ("(",
+    "(^") is computed once. The tries are rows of about ``row_nodes`` tokens, batched over one copy of the head's
+    cache per row: the rows fill the matrix multiplies as one long sequence would, while each node's attention
+    spans only the head and its own row. A pass holds at most ``max_nodes`` tokens, which bounds its logits.
     """
     model, device = handle.model, handle.device
     prefix_ids = renderer.encode(message)
     n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache()  # every layer keeps the whole head; the masks apply any sliding window
     head = torch.tensor([prefix_ids[:n_min]], device=device)
     out = model(
         input_ids=head, attention_mask=torch.ones_like(head), cache=cache, use_cache=True, logits_to_keep=1
     )
     first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
-    # Sorting by tokens keeps continuations that share prefixes in the same chunk.
+    # Sorting by tokens puts continuations that share prefixes next to each other, in the same row.
     order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
+    rows = [[order[k] for k in row] for row in _rows([plan[i].forced for i in order], row_nodes)]
+    tries = [_Trie.build([plan[j].forced for j in row]) for row in rows]
     scores = np.zeros(len(plan))
-    chunks: list[list[int]] = [[]]
-    for i in order:
-        if chunks[-1] and sum(len(plan[j].forced) for j in chunks[-1]) + len(plan[i].forced) > max_nodes:
-            chunks.append([])
-        chunks[-1].append(i)
-    for chunk in chunks:
-        seqs = [plan[j].forced for j in chunk]
-        trie = _Trie.build(seqs)
-        node_logp = torch.zeros(0)
-        if trie.tokens:
-            ids = torch.tensor([trie.tokens], device=device)
-            positions = torch.tensor([[n_min + d for d in trie.depths]], device=device)
-            mask = _attention_mask(trie.attention(n_min), model).to(device)
-            # A copy keeps the head's cache pristine (cropping is unreliable for sliding-window layers).
-            logits = (
-                model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    cache=copy.deepcopy(cache),
-                    use_cache=True,
-                )
-                .logits[0]
-                .float()
-            )
-            # log_softmax, not logits - logsumexp: torch's float32 logsumexp is off by ~3e-5 over a 50k vocabulary.
-            node_logp = torch.log_softmax(logits, dim=-1)
-        for j, seq, path in zip(chunk, seqs, trie.paths, strict=True):
-            # Token t > 0 is predicted at the node of its prefix; only the last n_scored tokens are the face
-            # (earlier forced tokens are the prompt tail that a boundary merge replaced).
-            first = len(seq) - plan[j].n_scored
-            total = first_logp[seq[0]].item() if first == 0 else 0.0
-            steps = list(range(max(first, 1), len(seq)))
-            if steps:
-                nodes = torch.tensor([path[t - 1] for t in steps])
-                tokens = torch.tensor([seq[t] for t in steps])
-                total += node_logp[nodes, tokens].double().sum().item()
-            scores[j] = total
+    start = 0
+    while start < len(rows):
+        stop, total = start, 0
+        while stop < len(rows) and (stop == start or total + len(tries[stop].tokens) <= max_nodes):
+            total += len(tries[stop].tokens)
+            stop += 1
+        node_logp = _forward_rows(handle, cache, n_min, tries[start:stop])
+        offset = 0
+        for row, trie in zip(rows[start:stop], tries[start:stop], strict=True):
+            for j, path in zip(row, trie.paths, strict=True):
+                scores[j] = _continuation_logp(plan[j], path, first_logp, node_logp, offset)
+            offset += len(trie.tokens)
+        start = stop
     tails = {c.n_prefix: scores[i] for i, c in enumerate(plan) if c.face is None}
     return np.array(
         [scores[i] - tails.get(c.n_prefix, 0.0) for i, c in enumerate(plan) if c.face is not None]
     )
+
+
+def _forward_rows(
+    handle: ModelHandle, cache: DynamicCache, n_head: int, tries: Sequence[_Trie]
+) -> torch.Tensor:
+    """log-softmax over the vocabulary at every node of ``tries``, rows concatenated: [n_nodes, vocab]."""
+    model, device = handle.model, handle.device
+    width = max(len(t.tokens) for t in tries)
+    if width == 0:
+        return torch.zeros(0)
+    ids = torch.zeros(len(tries), width, dtype=torch.long)
+    positions = torch.full((len(tries), width), n_head, dtype=torch.long)
+    keep = torch.zeros(len(tries), width, dtype=torch.bool)
+    for row, trie in enumerate(tries):
+        n = len(trie.tokens)
+        ids[row, :n] = torch.tensor(trie.tokens)
+        positions[row, :n] += torch.tensor(trie.depths)
+        keep[row, :n] = True
+    masks = _attention_masks(tries, n_head, width, model)
+    masks = {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)
+    # A copy per row keeps the head's cache pristine for the next pass.
+    rows_cache = copy.deepcopy(cache)
+    rows_cache.batch_repeat_interleave(len(tries))
+    with _lm_head_on(handle.arch.lm_head, keep.to(device)):
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=masks,
+            position_ids=positions.to(device),
+            cache=rows_cache,
+            use_cache=True,
+        ).logits[0]
+    # log_softmax, not logits - logsumexp: torch's float32 logsumexp is off by ~3e-5 over a 50k vocabulary.
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+
+def _continuation_logp(
+    step: _Continuation, path: list[int], first_logp: torch.Tensor, node_logp: torch.Tensor, offset: int
+) -> float:
+    """The summed log-probability of a continuation's scored tokens.
+
+    Token t > 0 is predicted at the node of its prefix; only the last ``n_scored`` tokens are the face (earlier
+    forced tokens are the prompt tail that a boundary merge replaced).
+    """
+    seq = step.forced
+    first = len(seq) - step.n_scored
+    total = first_logp[seq[0]].item() if first == 0 else 0.0
+    steps = list(range(max(first, 1), len(seq)))
+    if steps:
+        nodes = torch.tensor([offset + path[t - 1] for t in steps])
+        tokens = torch.tensor([seq[t] for t in steps])
+        total += node_logp[nodes, tokens].double().sum().item()
+    return total
 
 
 def cell_distributions(
