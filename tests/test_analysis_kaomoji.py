@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,9 @@ from sklearn.preprocessing import StandardScaler
 from affectlens.analysis.kaomoji import _explained_ratios, analyze, headline_layer, sections
 from affectlens.cells import default_cells
 from affectlens.errors import AffectlensError
+from affectlens.report.build import build_report
 from affectlens.report.document import Figure, Section, Table
+from affectlens.report.render import embedded_images, format_number, numbers_in
 from affectlens.store import RunStore, write_parquet, write_tensors
 
 CODES = default_cells().codes
@@ -157,20 +161,21 @@ def test_rotation_aligns_perfectly(planted_analysis):
     assert f2c["thin"] and f2c["n_with_face"] == 0 and "accuracy" not in f2c
 
 
+def figure_paths(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("png", "svg") and isinstance(value, str):
+                yield value
+            else:
+                yield from figure_paths(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from figure_paths(value)
+
+
 def test_json_round_trip_figures_and_sections(planted_analysis):
     result, out = planted_analysis
     assert json.loads((out / "analysis.json").read_text(encoding="utf-8")) == result
-
-    def figure_paths(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("png", "svg") and isinstance(value, str):
-                    yield value
-                else:
-                    yield from figure_paths(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from figure_paths(value)
 
     paths = list(figure_paths(result))
     assert len(paths) >= 14  # depth, confusion, pca (x2 runs), faces pca, heat map, alignment; png + svg
@@ -187,6 +192,42 @@ def test_json_round_trip_figures_and_sections(planted_analysis):
     assert len(figures) == len(paths) // 2
     assert all(f.path.is_file() and "not" in f.caption for f in figures)
     assert any(isinstance(b, Table) for s in built for b in s.blocks)
+
+
+def numeric_leaves(node, path=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key != "figures":
+                yield from numeric_leaves(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from numeric_leaves(value, f"{path}[{i}]")
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        yield path, node
+
+
+def visible_text(page: str) -> str:
+    """The report's text: no style sheet, no tags, no base64 payloads (whose digits would count as numbers)."""
+    page = re.sub(r"<style>.*?</style>", " ", page, flags=re.DOTALL)
+    page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", " ", page)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_report_embeds_every_figure_and_shows_every_number(planted_analysis, tmp_path):
+    result, out = planted_analysis
+    runs = [entry["path"] for entry in result["runs"].values()]
+    page_path = build_report(*runs, out, out=tmp_path / "report")
+    page = page_path.read_text(encoding="utf-8")
+    assert not re.findall(r'<img src="(?!data:image/png;base64,)', page)  # nothing fetched from elsewhere
+    embedded = embedded_images(page)
+    pngs = [(out / p).read_bytes() for p in figure_paths(result) if p.endswith(".png")]
+    assert len(pngs) >= 7 and all(png in embedded for png in pngs)
+    leaves = list(numeric_leaves(result))
+    assert len(leaves) > 500
+    for text in (visible_text(page), (tmp_path / "report" / "report.md").read_text(encoding="utf-8")):
+        found = numbers_in(text)
+        missing = [(path, value) for path, value in leaves if format_number(value) not in found]
+        assert not missing, missing[:5]
 
 
 def test_random_faces_give_chance(tmp_path):

@@ -300,6 +300,48 @@ def vectors(
     console.print(f"wrote {out}", highlight=False)
 
 
+stories_app = typer.Typer(help="Emotion-story corpora.", no_args_is_help=True)
+app.add_typer(stories_app, name="stories")
+
+
+@stories_app.command("generate")
+@user_errors
+def stories_generate(
+    model: ModelSpec,
+    out: Out,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Source of emotions, topics, neutral and implicit (default: shipped).")
+    ] = None,
+    per_topic: Annotated[int, typer.Option(help="Stories per emotion and topic.")] = 1,
+    min_words: int = 80,
+    max_words: int = 150,
+    max_attempts: Annotated[int, typer.Option(help="Tries per story before giving up on it.")] = 4,
+    temperature: float = 0.9,
+    max_new_tokens: int = 320,
+    seed: int = 0,
+    dtype: Dtype = None,
+    device: Device = None,
+    quiet: Quiet = False,
+) -> None:
+    """Let a model write its own story corpus: banned words, cut-off and short stories rejected and retried."""
+    from affectlens import load_model
+    from affectlens.stages.stories import StoryConfig, generate_stories
+    from affectlens.stimuli.corpus import load_corpus
+
+    config = StoryConfig(per_topic, min_words, max_words, max_attempts, temperature, max_new_tokens, seed)
+    source = load_corpus(corpus)
+    handle = load_model(model, dtype=dtype, device=device)
+    summary = generate_stories(handle, str(out), source, config, quiet=quiet)
+    outcomes = ", ".join(f"{k} {v}" for k, v in summary["outcomes"].items())
+    console.print(
+        f"{summary['stories']} of {summary['wanted']} stories in {summary['attempts']} attempts ({outcomes})"
+    )
+    if summary["short_of_target"]:
+        short = ", ".join(f"{e} -{n}" for e, n in summary["short_of_target"].items())
+        console.print(f"short of one story per topic: {short}", highlight=False)
+    console.print(f"wrote corpus {out} (use: affectlens vectors --corpus {out})", highlight=False)
+
+
 def print_headlines(result: dict[str, Any]) -> None:
     from affectlens.report.render import format_number as f
 

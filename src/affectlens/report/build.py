@@ -8,6 +8,7 @@ and an explicit list of runs both work.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,41 @@ def similarity_section(comparison: dict[str, Any], folder: Path) -> Section:
     return Section("Likelihood encoders and similarity to the emitted faces", blocks)
 
 
+def numbers_section(path: Path) -> Section:
+    """Every number of an analysis file, one row per field: nothing in the JSON is left out of the report."""
+    rows = list(_numeric_fields(_read(path)))
+    return Section(
+        f"All numbers: {path.parent.name}/{path.name}",
+        [
+            f"Each number in `{path.name}`, as the sections above round it (3 decimals), with its field. "
+            "Lists are written out in order; intervals are [low, high].",
+            Table(pd.DataFrame(rows, columns=["field", "values"])),
+        ],
+        collapsed=True,
+    )
+
+
+def _numeric_fields(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(field path, formatted values) for every number or list of numbers below ``node``; figures skipped."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key != "figures":
+                yield from _numeric_fields(value, f"{path} › {key}" if path else str(key))
+    elif isinstance(node, list):
+        if all(not isinstance(v, dict | list) for v in node):
+            if any(_is_number(v) for v in node):
+                yield path, ", ".join(format_number(v) for v in node)
+        else:
+            for i, value in enumerate(node):
+                yield from _numeric_fields(value, f"{path}[{i}]")
+    elif _is_number(node):
+        yield path, format_number(node)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _interval(row: dict[str, Any], key: str) -> str:
     lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
     return "–" if lo is None else f"[{format_number(lo)}, {format_number(hi)}]"
@@ -172,16 +208,21 @@ def build_report(
     if not manifests:
         raise AffectlensError(f"no run folders (manifest.json) under {', '.join(map(str, roots))}")
     sections = [setup_section(manifests, timings), face_usage_section(manifests)]
+    appendices = []
     for path in _find(roots, "analysis.json"):
         from affectlens.analysis.kaomoji import sections as kaomoji_sections
 
         sections += kaomoji_sections(_read(path), str(path.parent))
+        appendices.append(numbers_section(path))
     for path in _find(roots, "comparison.json"):
         sections.append(similarity_section(_read(path), path.parent))
+        appendices.append(numbers_section(path))
     for path in _find(roots, "emotions.json"):
         from affectlens.analysis.emotions import vector_sections
 
         sections += vector_sections(_read(path), str(path.parent))
+        appendices.append(numbers_section(path))
+    sections += appendices
     html, _ = render(
         sections,
         out_dir,

@@ -32,3 +32,4 @@ class Section:
     title: str
     blocks: list[str | Table | Figure] = field(default_factory=list)  # str: one paragraph of plain text
     level: int = 2
+    collapsed: bool = False  # HTML: the blocks fold under a "show" toggle (long appendices)

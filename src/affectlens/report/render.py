@@ -63,6 +63,7 @@ tbody tr:nth-child(even) { background: var(--zebra); }
 figure { margin: 1.25rem 0 1.75rem; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { color: var(--muted); font-size: .9rem; margin-top: .5rem; }
+summary { cursor: pointer; color: var(--muted); }
 """.strip()
 
 # One left-to-right pass: a code span wins over bold where both could start; bold may hold code spans.
@@ -267,6 +268,8 @@ def _html(
     for s, a in zip(sections, anchors, strict=True):
         h = _level(s)
         body.append(f'<section id="{a}">\n<h{h}>{_inline_html(s.title)}</h{h}>')
+        if s.collapsed:
+            body.append("<details><summary>show</summary>")
         for block in s.blocks:
             if isinstance(block, Table):
                 body.append(_html_table(block))
@@ -274,6 +277,8 @@ def _html(
                 body.append(_html_figure(block, images[id(block)]))
             else:
                 body.append(f"<p>{_inline_html(block)}</p>")
+        if s.collapsed:
+            body.append("</details>")
         body.append("</section>")
     head = f"<h1>{_inline_html(title)}</h1>"
     if subtitle:

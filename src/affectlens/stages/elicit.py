@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -147,6 +147,68 @@ def _eos_ids(handle: ModelHandle) -> set[int]:
 
 
 @torch.inference_mode()
+def decode(
+    handle: ModelHandle,
+    logits: torch.Tensor,
+    cache: DynamicCache,
+    mask: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    settled: Callable[[str], str | None],
+    suppressor: Suppressor | None = None,
+) -> tuple[list[list[int]], list[str]]:
+    """Sample every row of a prefilled, left-padded batch until EOS, ``settled``, or the token cap.
+
+    ``logits`` [rows, vocab] are the prefill's last-position logits and ``cache`` its KV cache. ``settled``
+    reads a row's reply so far and returns why it is done, or None. A finished row leaves the batch at once.
+    Returns each row's new tokens and its stop reason ("eos", "cap" or what ``settled`` said).
+    """
+    model, tokenizer, device = handle.model, handle.tokenizer, handle.device
+    next_position = mask.sum(dim=1)
+    tokens: list[list[int]] = [[] for _ in generators]
+    stop: list[str] = ["cap"] * len(generators)
+    active = list(range(len(generators)))
+    eos = _eos_ids(handle)
+    for step in range(max_new_tokens):
+        if suppressor is not None:
+            logits = suppressor.apply(logits, [tokens[r] for r in active])
+        chosen = sample_tokens(logits, [generators[r] for r in active], temperature).tolist()
+        keep = []
+        for j, r in enumerate(active):
+            if chosen[j] in eos:
+                stop[r] = "eos"
+                continue
+            tokens[r].append(chosen[j])
+            reason = settled(tokenizer.decode(tokens[r], skip_special_tokens=True))
+            if reason is not None:
+                stop[r] = reason
+                continue
+            keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask, next_position = mask[index], next_position[index]
+        active = [active[j] for j in keep]
+        step_ids = torch.tensor([[tokens[r][-1]] for r in active], device=device)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=next_position[:, None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[:, -1, :]
+        next_position = next_position + 1
+    return tokens, stop
+
+
+@torch.inference_mode()
 def generate_batch(
     handle: ModelHandle,
     renderer: Renderer,
@@ -175,48 +237,23 @@ def generate_batch(
     n = config.samples
     logits = first.logits[:, -1, :].repeat_interleave(n, dim=0)
     cache.batch_repeat_interleave(n)
-    mask = mask.repeat_interleave(n, dim=0)
-    next_position = mask.sum(dim=1)
     rows = [(p, s) for p in prompts for s in range(n)]
     generators = [torch.Generator().manual_seed(row_seed(config.seed, p.id, s)) for p, s in rows]
-    tokens: list[list[int]] = [[] for _ in rows]
-    stop: list[str] = ["cap"] * len(rows)
-    active = list(range(len(rows)))
-    eos = _eos_ids(handle)
-    for step in range(config.max_new_tokens):
-        if suppressor is not None:
-            logits = suppressor.apply(logits, [tokens[r] for r in active])
-        chosen = sample_tokens(logits, [generators[r] for r in active], config.temperature).tolist()
-        keep = []
-        for j, r in enumerate(active):
-            if chosen[j] in eos:
-                stop[r] = "eos"
-                continue
-            tokens[r].append(chosen[j])
-            text = tokenizer.decode(tokens[r], skip_special_tokens=True)
-            if face_settled(text):
-                stop[r] = stop_reason(text)
-                continue
-            keep.append(j)
-        if not keep or step == config.max_new_tokens - 1:
-            break
-        if len(keep) < len(active):
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            mask, next_position = mask[index], next_position[index]
-        active = [active[j] for j in keep]
-        step_ids = torch.tensor([[tokens[r][-1]] for r in active], device=device)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(
-            input_ids=step_ids,
-            attention_mask=mask,
-            position_ids=next_position[:, None],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :]
-        next_position = next_position + 1
+
+    def settled(text: str) -> str | None:
+        return stop_reason(text) if face_settled(text) else None
+
+    tokens, stop = decode(
+        handle,
+        logits,
+        cache,
+        mask.repeat_interleave(n, dim=0),
+        generators,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        settled=settled,
+        suppressor=suppressor,
+    )
     records = []
     for r, (prompt, sample) in enumerate(rows):
         reply = tokenizer.decode(tokens[r], skip_special_tokens=True)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 from affectlens.cells import CellSet, default_cells
@@ -192,20 +193,63 @@ def _attention_masks(
 
 
 @contextmanager
-def _lm_head_on(lm_head: torch.nn.Module, keep: torch.Tensor) -> Iterator[None]:
-    """Run the LM head only on the positions ``keep`` selects (a [rows, width] bool), not on padding.
+def _head_inputs(lm_head: torch.nn.Module, keep: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+    """For one pass, the LM head only records its input at the positions ``keep`` selects, and returns no
+    logits; :func:`_token_logp` then reads the log-probabilities it needs from that input, block by block."""
+    captured: list[torch.Tensor] = []
 
-    A pre-hook, so whatever the model does after its head (softcapping, logit scaling) still applies.
-    """
+    def record(hidden: torch.Tensor) -> torch.Tensor:
+        captured.append(hidden[keep])
+        return hidden.new_zeros(*hidden.shape[:-1], 0)
 
-    def select(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (args[0][keep][None], *args[1:])
-
-    hook = lm_head.register_forward_pre_hook(select)
+    lm_head.forward = record
     try:
-        yield
+        yield captured
     finally:
-        hook.remove()
+        del lm_head.forward
+
+
+def _logit_transform(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the causal LM does to the LM head's output (the families in runtime/arch.py): softcapping, scaling."""
+    config = model.config.get_text_config()
+    cap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logits_scaling", None)
+
+    def transform(logits: torch.Tensor) -> torch.Tensor:
+        if scale:
+            logits = logits / scale
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    return transform
+
+
+def _token_logp(
+    hidden: torch.Tensor,
+    lm_head: torch.nn.Module,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    tokens: torch.Tensor,
+    block: int = 2048,
+) -> torch.Tensor:
+    """log P(tokens[i] | hidden[rows[i]]) in float64, without materialising the [positions, vocab] logits.
+
+    The normaliser is accumulated over vocabulary blocks (a block's log-sum-exp in float32, the blocks combined
+    in float64), and each wanted logit is read from its block, so it is the same float32 number a full head gives.
+    """
+    weight, bias = lm_head.weight, lm_head.bias
+    parts = []
+    picked = torch.zeros(len(tokens), dtype=torch.float64, device=hidden.device)
+    for start in range(0, weight.shape[0], block):
+        stop = start + block
+        logits = transform(
+            F.linear(hidden, weight[start:stop], None if bias is None else bias[start:stop])
+        ).float()
+        parts.append(torch.logsumexp(logits, dim=-1).double())
+        inside = ((tokens >= start) & (tokens < stop)).nonzero().squeeze(1)
+        picked[inside] = logits[rows[inside], tokens[inside] - start].double()
+    return picked - torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)[rows]
 
 
 def max_nodes(handle: ModelHandle, memory_mb: int) -> int:
@@ -230,15 +274,13 @@ def score_prompt(
     cache per row: the rows fill the matrix multiplies as one long sequence would, while each node's attention
     spans only the head and its own row. A pass holds at most ``max_nodes`` tokens, which bounds its logits.
     """
-    model, device = handle.model, handle.device
     prefix_ids = renderer.encode(message)
     n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)
+    transform = _logit_transform(handle.model)
     cache = DynamicCache()  # every layer keeps the whole head; the masks apply any sliding window
-    head = torch.tensor([prefix_ids[:n_min]], device=device)
-    out = model(
-        input_ids=head, attention_mask=torch.ones_like(head), cache=cache, use_cache=True, logits_to_keep=1
-    )
-    first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1).cpu()
+    first_tokens = torch.tensor(sorted({c.forced[0] for c in plan}))
+    head_logp = _head_pass(handle, cache, prefix_ids[:n_min], first_tokens, transform)
+    first_logp = dict(zip(first_tokens.tolist(), head_logp, strict=True))
     # Sorting by tokens puts continuations that share prefixes next to each other, in the same row.
     order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
     rows = [[order[k] for k in row] for row in _rows([plan[i].forced for i in order], row_nodes)]
@@ -250,12 +292,24 @@ def score_prompt(
         while stop < len(rows) and (stop == start or total + len(tries[stop].tokens) <= max_nodes):
             total += len(tries[stop].tokens)
             stop += 1
-        node_logp = _forward_rows(handle, cache, n_min, tries[start:stop])
+        nodes, tokens, owners = [], [], []
         offset = 0
         for row, trie in zip(rows[start:stop], tries[start:stop], strict=True):
             for j, path in zip(row, trie.paths, strict=True):
-                scores[j] = _continuation_logp(plan[j], path, first_logp, node_logp, offset)
+                # Token t > 0 is predicted at the node of its prefix; only the last n_scored tokens are the face
+                # (earlier forced tokens are the prompt tail that a boundary merge replaced).
+                seq = plan[j].forced
+                first = len(seq) - plan[j].n_scored
+                if first == 0:
+                    scores[j] += first_logp[seq[0]]
+                for t in range(max(first, 1), len(seq)):
+                    nodes.append(offset + path[t - 1])
+                    tokens.append(seq[t])
+                    owners.append(j)
             offset += len(trie.tokens)
+        if nodes:
+            logp = _forward_rows(handle, cache, n_min, tries[start:stop], nodes, tokens, transform)
+            np.add.at(scores, owners, logp.numpy())
         start = stop
     tails = {c.n_prefix: scores[i] for i, c in enumerate(plan) if c.face is None}
     return np.array(
@@ -263,14 +317,55 @@ def score_prompt(
     )
 
 
+def _head_pass(
+    handle: ModelHandle,
+    cache: DynamicCache,
+    head_ids: list[int],
+    tokens: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> list[float]:
+    """Run the head into ``cache``; log P(token | head) for ``tokens``, checked against the model's own logits."""
+    model, device = handle.model, handle.device
+    head = torch.tensor([head_ids], device=device)
+    captured: list[torch.Tensor] = []
+    hook = handle.arch.lm_head.register_forward_pre_hook(lambda _m, args: captured.append(args[0][0, -1:]))
+    try:
+        out = model(
+            input_ids=head,
+            attention_mask=torch.ones_like(head),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    finally:
+        hook.remove()
+    ours = _token_logp(
+        captured[0], handle.arch.lm_head, transform, torch.zeros_like(tokens), tokens.to(device)
+    )
+    theirs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)[tokens.to(device)].double()
+    # The blocked head must be the model's own head: a family that transforms its logits in a way
+    # _logit_transform does not know would fail here, not silently. Half precision rounds its logits coarsely.
+    tolerance = 1e-3 if out.logits.dtype == torch.float32 else 0.25
+    if (ours - theirs).abs().max().item() > tolerance:
+        raise AffectlensError(
+            f"{getattr(model.config, 'model_type', '?')}: the LM head's output differs from a plain linear head "
+            "(an unknown logit transform); face likelihood cannot be computed for this model"
+        )
+    return ours.cpu().tolist()
+
+
 def _forward_rows(
-    handle: ModelHandle, cache: DynamicCache, n_head: int, tries: Sequence[_Trie]
+    handle: ModelHandle,
+    cache: DynamicCache,
+    n_head: int,
+    tries: Sequence[_Trie],
+    nodes: list[int],
+    tokens: list[int],
+    transform: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """log-softmax over the vocabulary at every node of ``tries``, rows concatenated: [n_nodes, vocab]."""
+    """log P(tokens[i] | node nodes[i]) in float64, nodes numbered through the rows of ``tries`` in order."""
     model, device = handle.model, handle.device
     width = max(len(t.tokens) for t in tries)
-    if width == 0:
-        return torch.zeros(0)
     ids = torch.zeros(len(tries), width, dtype=torch.long)
     positions = torch.full((len(tries), width), n_head, dtype=torch.long)
     keep = torch.zeros(len(tries), width, dtype=torch.bool)
@@ -284,35 +379,18 @@ def _forward_rows(
     # A copy per row keeps the head's cache pristine for the next pass.
     rows_cache = copy.deepcopy(cache)
     rows_cache.batch_repeat_interleave(len(tries))
-    with _lm_head_on(handle.arch.lm_head, keep.to(device)):
-        logits = model(
+    with _head_inputs(handle.arch.lm_head, keep.to(device)) as hidden:
+        model(
             input_ids=ids.to(device),
             attention_mask=masks,
             position_ids=positions.to(device),
             cache=rows_cache,
             use_cache=True,
-        ).logits[0]
-    # log_softmax, not logits - logsumexp: torch's float32 logsumexp is off by ~3e-5 over a 50k vocabulary.
-    return torch.log_softmax(logits.float(), dim=-1).cpu()
-
-
-def _continuation_logp(
-    step: _Continuation, path: list[int], first_logp: torch.Tensor, node_logp: torch.Tensor, offset: int
-) -> float:
-    """The summed log-probability of a continuation's scored tokens.
-
-    Token t > 0 is predicted at the node of its prefix; only the last ``n_scored`` tokens are the face (earlier
-    forced tokens are the prompt tail that a boundary merge replaced).
-    """
-    seq = step.forced
-    first = len(seq) - step.n_scored
-    total = first_logp[seq[0]].item() if first == 0 else 0.0
-    steps = list(range(max(first, 1), len(seq)))
-    if steps:
-        nodes = torch.tensor([offset + path[t - 1] for t in steps])
-        tokens = torch.tensor([seq[t] for t in steps])
-        total += node_logp[nodes, tokens].double().sum().item()
-    return total
+        )
+    index = torch.tensor(nodes, device=device)
+    return _token_logp(
+        hidden[0], handle.arch.lm_head, transform, index, torch.tensor(tokens, device=device)
+    ).cpu()
 
 
 def cell_distributions(

@@ -1,0 +1,265 @@
+"""Story generation: a model writes an emotion corpus under the same constraints as the shipped one.
+
+For every emotion and topic of a source corpus (default: the shipped one) the model is asked for a story that
+conveys the emotion through events and behaviour, never naming it. Each reply is checked, and a rejected one is
+asked for again with a fresh random stream, up to ``max_attempts`` times:
+
+- ``banned_word``: it uses the emotion's name or one of its banned words (whole words, any case);
+- ``cut_off``: it hit the token cap, or it does not end a sentence;
+- ``too_short``: fewer than ``min_words`` words.
+
+A story that runs past ``max_words`` stops there and is cut back to its last complete sentence; it is kept if
+that leaves at least ``min_words`` (counted as ``trimmed``). The output folder is a corpus (the source's
+emotions, topics, neutral dialogues and implicit scenarios, with the new stories) that ``affectlens vectors
+--corpus`` reads, plus ``generation.json`` with the counts. Resumes per emotion.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import DynamicCache
+
+from affectlens.errors import AffectlensError
+from affectlens.progress import progress
+from affectlens.runtime.loading import ModelHandle
+from affectlens.runtime.render import Renderer
+from affectlens.runtime.tokens import left_pad
+from affectlens.stages.elicit import decode, row_seed
+from affectlens.stimuli.corpus import FILES, Corpus, Emotion, Topic, banned_hits, load_corpus
+from affectlens.store import RunStore, write_json
+
+STAGE = "stories"
+OUTCOMES = ("accepted", "trimmed", "banned_word", "cut_off", "too_short")
+INSTRUCTION = "You are a novelist who writes short, concrete scenes."
+REQUEST = (
+    "Write a story of {min_words} to {max_words} words about {topic}. Its main character feels {emotion}, "
+    "but the story must never say so: show the feeling only through what happens and what the character does "
+    "and says. Do not use any of these words: {banned}. Reply with the story only, without a title."
+)
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
+_FINAL = re.compile(r"[.!?…][\"'”’)\]]*$")
+
+
+@dataclass(frozen=True)
+class StoryConfig:
+    stories_per_topic: int = 1
+    min_words: int = 80
+    max_words: int = 150
+    max_attempts: int = 4
+    temperature: float = 0.9
+    max_new_tokens: int = 320
+    seed: int = 0
+    batch: int = 12
+
+    def identity(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k != "batch"}
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def clean_story(reply: str) -> str:
+    """The story in a reply: a leading title line dropped, whitespace collapsed to single spaces."""
+    lines = [line.strip() for line in reply.strip().splitlines()]
+    if len(lines) > 1 and lines[0] and (lines[0].lower().startswith("title") or not _ends_sentence(lines[0])):
+        lines = lines[1:]
+    return " ".join(" ".join(lines).split()).strip("*# ")
+
+
+def _ends_sentence(text: str) -> bool:
+    return _FINAL.search(text.rstrip()) is not None
+
+
+def trim_to_sentence(text: str, max_words: int) -> str:
+    """``text`` cut back to its last complete sentence within ``max_words`` words ("" if there is none)."""
+    kept = ""
+    for match in _SENTENCE_END.finditer(text):
+        candidate = text[: match.end()]
+        if word_count(candidate) > max_words:
+            break
+        kept = candidate
+    return kept
+
+
+def judge(text: str, stop: str, emotion: Emotion, config: StoryConfig) -> tuple[str, str]:
+    """(outcome, the story as kept): one of ``OUTCOMES``; the story is "" unless accepted or trimmed."""
+    if banned_hits(text, (emotion.name, *emotion.banned)):
+        return "banned_word", ""
+    outcome = "accepted"
+    if stop == "too_long" or word_count(text) > config.max_words:
+        text, outcome = trim_to_sentence(text, config.max_words), "trimmed"
+    elif stop != "eos" or not _ends_sentence(text):
+        return "cut_off", ""
+    if word_count(text) < config.min_words:
+        return ("cut_off" if outcome == "trimmed" else "too_short"), ""
+    return outcome, text
+
+
+def request(emotion: Emotion, topic: Topic, config: StoryConfig) -> str:
+    banned = ", ".join(dict.fromkeys((emotion.name, *emotion.banned)))
+    return REQUEST.format(
+        min_words=config.min_words,
+        max_words=config.max_words,
+        topic=topic.description or topic.id,
+        emotion=emotion.name,
+        banned=banned,
+    )
+
+
+@torch.inference_mode()
+def sample_stories(
+    handle: ModelHandle, renderer: Renderer, messages: list[str], seeds: list[int], config: StoryConfig
+) -> list[tuple[str, str]]:
+    """(cleaned story, stop reason) for each message, sampled in one left-padded batch."""
+    ids, mask = left_pad([renderer.encode(m) for m in messages], handle.tokenizer.pad_token_id or 0)
+    ids, mask = ids.to(handle.device), mask.to(handle.device)
+    cache = DynamicCache(config=handle.model.config)
+    out = handle.model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+
+    def settled(text: str) -> str | None:
+        return "too_long" if word_count(text) > config.max_words else None
+
+    tokens, stops = decode(
+        handle,
+        out.logits[:, -1, :],
+        cache,
+        mask,
+        [torch.Generator().manual_seed(s) for s in seeds],
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        settled=settled,
+    )
+    replies = [handle.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+    return [(clean_story(reply), stop) for reply, stop in zip(replies, stops, strict=True)]
+
+
+def generate_stories(
+    handle: ModelHandle,
+    out: str,
+    source: Corpus | None = None,
+    config: StoryConfig | None = None,
+    *,
+    quiet: bool = False,
+) -> dict[str, object]:
+    """Write a corpus of model-written stories into ``out``; returns the counts (also in generation.json)."""
+    config = config or StoryConfig()
+    if not 0 < config.min_words <= config.max_words:
+        raise AffectlensError(
+            f"need 0 < min_words <= max_words, got {config.min_words} and {config.max_words}"
+        )
+    if config.max_attempts < 1 or config.stories_per_topic < 1:
+        raise AffectlensError("max_attempts and stories_per_topic must be at least 1")
+    source = source or load_corpus()
+    renderer = Renderer(handle.tokenizer, INSTRUCTION)
+    store = RunStore(out)
+    identity = {
+        "model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
+        "source": {"hash": source.hash, "path": source.source},
+        "config": config.identity(),
+    }
+    if store.begin(STAGE, identity, {"model": handle.describe(), "prompting": renderer.describe()}):
+        return store.stage(STAGE)["summary"]
+    done = {key for _, keys in store.done_parts(STAGE) for key in keys}
+    started = time.perf_counter()
+    with progress(quiet) as bar:
+        task = bar.add_task(f"stories {handle.spec}", total=len(source.emotions), completed=len(done))
+        for emotion in source.emotions:
+            if emotion.name in done:
+                continue
+            frame = _write_emotion(handle, renderer, emotion, source.topics, config)
+            store.write_part(STAGE, emotion.name, [emotion.name], tables={"stories": frame})
+            bar.advance(task)
+    parts = [store.part_table(STAGE, tag, "stories") for tag, _ in store.done_parts(STAGE)]
+    attempts = pd.concat(parts, ignore_index=True)
+    summary = _write_corpus(Path(out), source, attempts, config)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    store.finish(STAGE, summary=summary)
+    return summary
+
+
+def _write_emotion(
+    handle: ModelHandle, renderer: Renderer, emotion: Emotion, topics: tuple[Topic, ...], config: StoryConfig
+) -> pd.DataFrame:
+    """Every attempt for one emotion: (emotion, topic, index, attempt, outcome, text)."""
+    wanted = [(topic, k) for topic in topics for k in range(config.stories_per_topic)]
+    rows: list[dict[str, object]] = []
+    kept: set[tuple[str, int]] = set()
+    for attempt in range(config.max_attempts):
+        todo = [(topic, k) for topic, k in wanted if (topic.id, k) not in kept]
+        for start in range(0, len(todo), config.batch):
+            batch = todo[start : start + config.batch]
+            seeds = [row_seed(config.seed, f"{emotion.name}|{topic.id}|{k}", attempt) for topic, k in batch]
+            messages = [request(emotion, topic, config) for topic, _ in batch]
+            for (topic, k), (text, stop) in zip(
+                batch, sample_stories(handle, renderer, messages, seeds, config), strict=True
+            ):
+                outcome, story = judge(text, stop, emotion, config)
+                if story:
+                    kept.add((topic.id, k))
+                rows.append(
+                    {"emotion": emotion.name, "topic": topic.id, "index": k, "attempt": attempt,
+                     "outcome": outcome, "text": story or text}
+                )  # fmt: skip
+    return pd.DataFrame(rows, columns=["emotion", "topic", "index", "attempt", "outcome", "text"])
+
+
+def _write_corpus(
+    out: Path, source: Corpus, attempts: pd.DataFrame, config: StoryConfig
+) -> dict[str, object]:
+    """The corpus files and generation.json; fails, after writing, if an emotion got no story at all."""
+    good = attempts[attempts["outcome"].isin(["accepted", "trimmed"])]
+    stories = [
+        {"id": f"{row.emotion}-{row.topic}" + (f"-{row.index}" if config.stories_per_topic > 1 else ""),
+         "emotion": row.emotion, "topic": row.topic, "text": row.text}
+        for row in good.itertuples()
+    ]  # fmt: skip
+    records = {kind: [_record(kind, item) for item in getattr(source, kind)] for kind in FILES}
+    records["stories"] = stories
+    for kind in FILES:
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[kind])
+        (out / f"{kind}.jsonl").write_text(lines, encoding="utf-8")
+    wanted = len(source.topics) * config.stories_per_topic
+    per_emotion = good.groupby("emotion").size().reindex(source.emotion_names, fill_value=0)
+    summary: dict[str, object] = {
+        "stories": len(stories),
+        "wanted": wanted * len(source.emotions),
+        "attempts": len(attempts),
+        "outcomes": {o: int((attempts["outcome"] == o).sum()) for o in OUTCOMES},
+        "short_of_target": {e: wanted - int(n) for e, n in per_emotion.items() if n < wanted},
+        "words": {
+            "mean": round(float(good["text"].map(word_count).mean()), 1) if len(good) else None,
+            "min": config.min_words,
+            "max": config.max_words,
+        },
+    }
+    write_json(out / "generation.json", summary)
+    empty = [e for e, n in per_emotion.items() if n == 0]
+    if empty:
+        raise AffectlensError(
+            f"no acceptable story for emotion(s) {', '.join(empty)} after {config.max_attempts} attempts; "
+            f"see {out / 'generation.json'} (raise --max-attempts, or use a more capable model)"
+        )
+    load_corpus(out)  # the folder must load as a corpus
+    return summary
+
+
+def _record(kind: str, item: object) -> dict[str, object]:
+    record = asdict(item)
+    if kind == "emotions":
+        record["banned"] = list(record["banned"])
+    return record
