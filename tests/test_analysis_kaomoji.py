@@ -20,6 +20,7 @@ from affectlens.errors import AffectlensError
 from affectlens.report.build import build_report
 from affectlens.report.document import Figure, Section, Table
 from affectlens.report.render import embedded_images, format_number, numbers_in
+from affectlens.stages.elicit import summarize
 from affectlens.store import RunStore, write_parquet, write_tensors
 
 CODES = default_cells().codes
@@ -48,10 +49,11 @@ def make_run(root: Path, spec: str, hidden: np.ndarray, prompts: pd.DataFrame, f
                 {"prompt_id": pid, "cell": cell, "sample": s, "reply": f"{face or ''} hi", "face": face,
                  "face_kind": "kaomoji" if face else None, "n_new_tokens": 3, "stop": "face"}
             )  # fmt: skip
-    write_parquet(root / "generations.parquet", pd.DataFrame(rows))
+    generations = pd.DataFrame(rows)
+    write_parquet(root / "generations.parquet", generations)
     write_parquet(root / "prompts.parquet", prompts)
     write_tensors(root / "h_first.safetensors", {"h_first": torch.from_numpy(hidden.astype(np.float32))})
-    store.finish("elicit", summary={})
+    store.finish("elicit", summary=summarize(generations))
     return str(root)
 
 

@@ -37,6 +37,7 @@ from affectlens.store import RunStore, read_parquet, write_parquet
 STAGE = "likelihood"
 AGGREGATIONS = ("bayes", "meanlogp")
 ROW_NODES = 64  # tree-attention row length: short rows keep attention cheap, see bench/likelihood.py
+HEAD_BLOCK = 2048  # vocabulary entries per block of the LM head
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class LikelihoodConfig:
     instruction: str = DEFAULT_INSTRUCTION
     primed: bool = False
     aggregation: str = "bayes"
-    memory_mb: int = 512  # bounds one packed forward pass's logits (nodes x vocabulary)
+    memory_mb: int = 512  # bounds one forward pass's activations (see max_nodes)
 
     def identity(self) -> dict[str, object]:
         return {"instruction": self.instruction, "primed": self.primed}
@@ -231,7 +232,7 @@ def _token_logp(
     transform: Callable[[torch.Tensor], torch.Tensor],
     rows: torch.Tensor,
     tokens: torch.Tensor,
-    block: int = 2048,
+    block: int = HEAD_BLOCK,
 ) -> torch.Tensor:
     """log P(tokens[i] | hidden[rows[i]]) in float64, without materialising the [positions, vocab] logits.
 
@@ -253,9 +254,12 @@ def _token_logp(
 
 
 def max_nodes(handle: ModelHandle, memory_mb: int) -> int:
-    """Tokens per packed pass such that its float32 logits (and their normaliser) fit ``memory_mb``."""
-    vocab = int(handle.model.config.get_text_config().vocab_size)
-    return int(min(1024, max(16, memory_mb * 2**20 // (vocab * 4 * 2))))
+    """Tokens per pass such that its largest activations fit ``memory_mb``: per token, a float32 block of
+    logits and its exponentials, and the MLP's intermediate activations (about four of them)."""
+    config = handle.model.config.get_text_config()
+    intermediate = int(getattr(config, "intermediate_size", None) or 4 * config.hidden_size)
+    per_token = 4 * (2 * HEAD_BLOCK + 4 * intermediate)
+    return int(min(1024, max(16, memory_mb * 2**20 // per_token)))
 
 
 @torch.inference_mode()
@@ -272,7 +276,7 @@ def score_prompt(
     The prompt's head runs once. The faces' token prefixes form tries, so a prefix that many faces share ("(",
     "(^") is computed once. The tries are rows of about ``row_nodes`` tokens, batched over one copy of the head's
     cache per row: the rows fill the matrix multiplies as one long sequence would, while each node's attention
-    spans only the head and its own row. A pass holds at most ``max_nodes`` tokens, which bounds its logits.
+    spans only the head and its own row. A pass holds at most ``max_nodes`` tokens, which bounds its memory.
     """
     prefix_ids = renderer.encode(message)
     n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)

@@ -195,7 +195,7 @@ def generate_stories(
 def _write_emotion(
     handle: ModelHandle, renderer: Renderer, emotion: Emotion, topics: tuple[Topic, ...], config: StoryConfig
 ) -> pd.DataFrame:
-    """Every attempt for one emotion: (emotion, topic, index, attempt, outcome, text)."""
+    """Every attempt for one emotion: (emotion, topic, replicate, attempt, outcome, text)."""
     wanted = [(topic, k) for topic in topics for k in range(config.stories_per_topic)]
     rows: list[dict[str, object]] = []
     kept: set[tuple[str, int]] = set()
@@ -212,10 +212,10 @@ def _write_emotion(
                 if story:
                     kept.add((topic.id, k))
                 rows.append(
-                    {"emotion": emotion.name, "topic": topic.id, "index": k, "attempt": attempt,
+                    {"emotion": emotion.name, "topic": topic.id, "replicate": k, "attempt": attempt,
                      "outcome": outcome, "text": story or text}
                 )  # fmt: skip
-    return pd.DataFrame(rows, columns=["emotion", "topic", "index", "attempt", "outcome", "text"])
+    return pd.DataFrame(rows, columns=["emotion", "topic", "replicate", "attempt", "outcome", "text"])
 
 
 def _write_corpus(
@@ -224,7 +224,7 @@ def _write_corpus(
     """The corpus files and generation.json; fails, after writing, if an emotion got no story at all."""
     good = attempts[attempts["outcome"].isin(["accepted", "trimmed"])]
     stories = [
-        {"id": f"{row.emotion}-{row.topic}" + (f"-{row.index}" if config.stories_per_topic > 1 else ""),
+        {"id": f"{row.emotion}-{row.topic}" + (f"-{row.replicate}" if config.stories_per_topic > 1 else ""),
          "emotion": row.emotion, "topic": row.topic, "text": row.text}
         for row in good.itertuples()
     ]  # fmt: skip
