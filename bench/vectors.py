@@ -12,7 +12,7 @@ Throughput is real (unpadded) tokens per second. Ours and the bare forward run `
 alternating which goes first, and their best round counts (the machine may be shared; the CPU-time ratio is
 printed too, as it depends less on other processes); batch-1 runs once. Prints tokens/s and the ratios.
 
-    python bench/vectors.py [--model smollm2-135m] [--stories 24] [--rounds 3] [--batch-tokens 2048]
+    python bench/vectors.py [--model smollm2-135m] [--stories 24] [--rounds 5] [--batch-tokens 2048]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--stories", type=int, default=24, help="stories, spread evenly over the corpus")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--offset", type=int, default=50)
     parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
     args = parser.parse_args()

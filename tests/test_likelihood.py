@@ -14,7 +14,13 @@ from affectlens.errors import AffectlensError
 from affectlens.runtime.arch import resolve
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
-from affectlens.stages.likelihood import _Trie, cell_distributions, emission_over_vocabulary, score_prompt
+from affectlens.stages.likelihood import (
+    _Trie,
+    cell_distributions,
+    emission_over_vocabulary,
+    score_prompt,
+    shared_head,
+)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +188,9 @@ def test_tree_rows_match_a_full_forward_in_every_family(family, tokenizer):
     scores = score_prompt(handle, renderer, message, faces, max_nodes=48, row_nodes=8)
     expected = [direct_logp(handle, renderer.render(message), face, add_special=False) for face in faces]
     np.testing.assert_allclose(scores, expected, atol=1e-4)
+    # The template and instruction that every prompt starts with, cached once, change nothing.
+    shared = shared_head(handle, renderer, [message, "my sister got the job she wanted"])
+    assert shared is not None and 10 < len(shared.ids) < len(renderer.encode(message))
+    np.testing.assert_allclose(
+        score_prompt(handle, renderer, message, faces, 48, 8, shared=shared), expected, atol=1e-4
+    )

@@ -152,9 +152,9 @@ def similarity_section(comparison: dict[str, Any], folder: Path) -> Section:
     return Section("Likelihood encoders and similarity to the emitted faces", blocks)
 
 
-def numbers_section(path: Path) -> Section:
+def numbers_section(path: Path, data: dict[str, Any]) -> Section:
     """Every number of an analysis file, one row per field: nothing in the JSON is left out of the report."""
-    rows = list(_numeric_fields(_read(path)))
+    rows = list(_numeric_fields(data))
     return Section(
         f"All numbers: {path.parent.name}/{path.name}",
         [
@@ -212,16 +212,19 @@ def build_report(
     for path in _find(roots, "analysis.json"):
         from affectlens.analysis.kaomoji import sections as kaomoji_sections
 
-        sections += kaomoji_sections(_read(path), str(path.parent))
-        appendices.append(numbers_section(path))
+        data = _read(path)
+        sections += kaomoji_sections(data, str(path.parent))
+        appendices.append(numbers_section(path, data))
     for path in _find(roots, "comparison.json"):
-        sections.append(similarity_section(_read(path), path.parent))
-        appendices.append(numbers_section(path))
+        data = _read(path)
+        sections.append(similarity_section(data, path.parent))
+        appendices.append(numbers_section(path, data))
     for path in _find(roots, "emotions.json"):
         from affectlens.analysis.emotions import vector_sections
 
-        sections += vector_sections(_read(path), str(path.parent))
-        appendices.append(numbers_section(path))
+        data = _read(path)
+        sections += vector_sections(data, str(path.parent))
+        appendices.append(numbers_section(path, data))
     sections += appendices
     html, _ = render(
         sections,

@@ -270,6 +270,7 @@ def score_prompt(
     faces: Sequence[str],
     max_nodes: int = 768,
     row_nodes: int = ROW_NODES,
+    shared: SharedHead | None = None,
 ) -> np.ndarray:
     """log P(face | prompt) for every face, in nats, float64 [n_faces].
 
@@ -277,13 +278,16 @@ def score_prompt(
     "(^") is computed once. The tries are rows of about ``row_nodes`` tokens, batched over one copy of the head's
     cache per row: the rows fill the matrix multiplies as one long sequence would, while each node's attention
     spans only the head and its own row. A pass holds at most ``max_nodes`` tokens, which bounds its memory.
+    ``shared`` (from :func:`shared_head`) holds the KV cache of the tokens that every prompt's head starts with.
     """
     prefix_ids = renderer.encode(message)
     n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)
     transform = _logit_transform(handle.model)
-    cache = DynamicCache()  # every layer keeps the whole head; the masks apply any sliding window
     first_tokens = torch.tensor(sorted({c.forced[0] for c in plan}))
-    head_logp = _head_pass(handle, cache, prefix_ids[:n_min], first_tokens, transform)
+    cache, done = DynamicCache(), 0  # every layer keeps the whole head; the masks apply any sliding window
+    if shared is not None and len(shared.ids) < n_min and prefix_ids[: len(shared.ids)] == shared.ids:
+        cache, done = copy.deepcopy(shared.cache), len(shared.ids)
+    head_logp = _head_pass(handle, cache, prefix_ids[:n_min], done, first_tokens, transform)
     first_logp = dict(zip(first_tokens.tolist(), head_logp, strict=True))
     # Sorting by tokens puts continuations that share prefixes next to each other, in the same row.
     order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
@@ -321,22 +325,55 @@ def score_prompt(
     )
 
 
+@dataclass
+class SharedHead:
+    """The token ids that every prompt's rendered head starts with (template, instruction, primer), and their
+    KV cache: computed once per run rather than once per prompt."""
+
+    ids: list[int]
+    cache: DynamicCache
+
+
+@torch.inference_mode()
+def shared_head(handle: ModelHandle, renderer: Renderer, messages: Sequence[str]) -> SharedHead | None:
+    """The longest common token prefix of the rendered ``messages`` (less one token), run once; None if empty."""
+    encoded = [renderer.encode(m) for m in messages]
+    common = encoded[0]
+    for ids in encoded[1:]:
+        n = 0
+        while n < min(len(common), len(ids)) and common[n] == ids[n]:
+            n += 1
+        common = common[:n]
+    common = common[: min(len(ids) for ids in encoded) - 1]
+    if not common:
+        return None
+    cache = DynamicCache()
+    ids = torch.tensor([common], device=handle.device)
+    handle.model(
+        input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True, logits_to_keep=1
+    )
+    return SharedHead(common, cache)
+
+
 def _head_pass(
     handle: ModelHandle,
     cache: DynamicCache,
     head_ids: list[int],
+    done: int,
     tokens: torch.Tensor,
     transform: Callable[[torch.Tensor], torch.Tensor],
 ) -> list[float]:
-    """Run the head into ``cache``; log P(token | head) for ``tokens``, checked against the model's own logits."""
+    """Run ``head_ids[done:]`` into ``cache`` (which holds the first ``done``); log P(token | head) for
+    ``tokens``, checked against the model's own logits."""
     model, device = handle.model, handle.device
-    head = torch.tensor([head_ids], device=device)
+    head = torch.tensor([head_ids[done:]], device=device)
     captured: list[torch.Tensor] = []
     hook = handle.arch.lm_head.register_forward_pre_hook(lambda _m, args: captured.append(args[0][0, -1:]))
     try:
         out = model(
             input_ids=head,
-            attention_mask=torch.ones_like(head),
+            attention_mask=torch.ones(1, len(head_ids), dtype=torch.long, device=device),
+            position_ids=torch.arange(done, len(head_ids), device=device)[None],
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -490,10 +527,12 @@ def likelihood(
     done = {key for _, keys in store.done_parts(STAGE) for key in keys}
     pending = [p for p in prompts if p.id not in done]
     started = time.perf_counter()
+    shared = shared_head(handle, renderer, [p.text for p in prompts]) if pending else None
     with progress(quiet) as bar:
         task = bar.add_task(f"likelihood {handle.spec}", total=len(prompts), completed=len(done))
         for prompt in pending:
-            scores = score_prompt(handle, renderer, prompt.text, faces, max_nodes(handle, config.memory_mb))
+            nodes = max_nodes(handle, config.memory_mb)
+            scores = score_prompt(handle, renderer, prompt.text, faces, nodes, shared=shared)
             frame = pd.DataFrame({"face": faces, "prompt_id": prompt.id, "logp": scores})
             store.write_part(STAGE, prompt.id, [prompt.id], tables={"logp": frame})
             bar.advance(task)
