@@ -5,7 +5,8 @@ the exact prefix elicitation uses. Faces are tokenized as they would be in the j
 merges across the boundary, the merged tokens are scored too and the probability of the prompt tail they
 replaced is divided out: P(f | p) = P(tail + f | head) / P(tail | head).
 
-Speed: each prompt's prefix runs once into a KV cache. The faces' tokens then go through as tries (tree
+Speed: the head that all prompts share (template, instruction, primer) runs once per run, and each prompt's
+own text once after it, into a KV cache. The faces' tokens then go through as tries (tree
 attention), so shared prefixes are computed once; the tries are short rows batched over copies of that cache, so
 each token attends over the head and its own row rather than over every face.
 """

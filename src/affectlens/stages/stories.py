@@ -28,6 +28,7 @@ from transformers import DynamicCache
 
 from affectlens.errors import AffectlensError
 from affectlens.progress import progress
+from affectlens.runtime.capture import position_ids
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.runtime.tokens import left_pad
@@ -125,7 +126,7 @@ def sample_stories(
     out = handle.model(
         input_ids=ids,
         attention_mask=mask,
-        position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+        position_ids=position_ids(mask),
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
