@@ -529,10 +529,10 @@ def likelihood(
     pending = [p for p in prompts if p.id not in done]
     started = time.perf_counter()
     shared = shared_head(handle, renderer, [p.text for p in prompts]) if pending else None
+    nodes = max_nodes(handle, config.memory_mb)
     with progress(quiet) as bar:
         task = bar.add_task(f"likelihood {handle.spec}", total=len(prompts), completed=len(done))
         for prompt in pending:
-            nodes = max_nodes(handle, config.memory_mb)
             scores = score_prompt(handle, renderer, prompt.text, faces, nodes, shared=shared)
             frame = pd.DataFrame({"face": faces, "prompt_id": prompt.id, "logp": scores})
             store.write_part(STAGE, prompt.id, [prompt.id], tables={"logp": frame})
