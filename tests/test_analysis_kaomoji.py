@@ -21,7 +21,8 @@ from affectlens.report.build import build_report
 from affectlens.report.document import Figure, Section, Table
 from affectlens.report.render import embedded_images, format_number, numbers_in
 from affectlens.stages.elicit import summarize
-from affectlens.store import RunStore, write_parquet, write_tensors
+from affectlens.store.atomic import write_parquet, write_tensors
+from affectlens.store.manifest import RunStore
 
 CODES = default_cells().codes
 N_PERM = 49

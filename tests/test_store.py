@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from affectlens.conventions import LAYER_CONVENTION
 from affectlens.errors import AffectlensError
-from affectlens.runtime.arch import LAYER_CONVENTION
-from affectlens.store import RunStore, atomic_path, read_parquet, read_tensors, write_parquet
+from affectlens.store.atomic import atomic_path, write_parquet
+from affectlens.store.manifest import RunStore
+from affectlens.store.read import read_parquet, read_tensors
 
 IDENTITY = {"model": {"spec": "m", "fingerprint": "f"}, "stimuli": {"hash": "h"}, "config": {"samples": 8}}
 

@@ -333,7 +333,8 @@ def test_vectors_stage_on_smollm2(smollm2, tmp_path):
 
 def _fake_runs(root: Path, fingerprint: str = "fake-1") -> tuple[str, str]:
     """A finished vectors run (6 emotions x 4 topics, 3 layers, d = 16) and an elicitation run of the same model."""
-    from affectlens.store import RunStore, write_parquet, write_tensors
+    from affectlens.store.atomic import write_parquet, write_tensors
+    from affectlens.store.manifest import RunStore
 
     rng = np.random.default_rng(0)
     names, cells = [f"e{i}" for i in range(6)], ["HP-D", "LP", "HN-D", "HN-S", "LN", "NB"]

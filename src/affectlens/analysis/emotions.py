@@ -54,7 +54,8 @@ from affectlens.stats import (
     pearson_with_ci,
     permutation_test,
 )
-from affectlens.store import RunStore, json_ready, write_json
+from affectlens.store.atomic import json_ready, write_json
+from affectlens.store.manifest import RunStore
 
 K_RANGE = (2, 8)
 RESULT_FILE = "emotions.json"

@@ -14,7 +14,9 @@ import pandas as pd
 from affectlens.analysis import similarity
 from affectlens.cells import default_cells
 from affectlens.errors import AffectlensError
-from affectlens.store import RunStore, read_parquet, write_json, write_parquet
+from affectlens.store.atomic import write_json, write_parquet
+from affectlens.store.manifest import RunStore
+from affectlens.store.read import read_parquet
 
 
 def load_encoder(run: str) -> tuple[str, pd.DataFrame]:

@@ -54,7 +54,7 @@ from affectlens.stats import (
     pearson_with_ci,
     permutation_test,
 )
-from affectlens.store import atomic_path, json_ready, write_json
+from affectlens.store.atomic import atomic_path, json_ready, write_json
 
 __all__ = ["analyze", "headline_layer", "sections"]
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from affectlens.errors import AffectlensError
 from affectlens.report.document import Figure, Section, Table
-from affectlens.store import atomic_path
+from affectlens.store.atomic import atomic_path
 
 __all__ = ["embedded_images", "format_number", "numbers_in", "render"]
 

@@ -1,12 +1,11 @@
 """Model runtime: loading (hub, folder, GGUF, bundled aliases, weight cache), architectures, capture."""
 
-from affectlens.runtime.arch import LAYER_CONVENTION, resolve
+from affectlens.runtime.arch import resolve
 from affectlens.runtime.capture import Capture, LastToken, TokenMean, capture
 from affectlens.runtime.loading import BUNDLED, ModelHandle, load_model
 
 __all__ = [
     "BUNDLED",
-    "LAYER_CONVENTION",
     "Capture",
     "LastToken",
     "ModelHandle",

@@ -11,10 +11,6 @@ from torch import nn
 
 from affectlens.errors import AffectlensError
 
-LAYER_CONVENTION = (
-    "layer i = residual stream output of decoder block i, counting from 0; embeddings are not a layer"
-)
-
 
 @dataclass(frozen=True)
 class ArchSpec:

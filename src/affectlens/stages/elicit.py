@@ -25,7 +25,9 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import DEFAULT_INSTRUCTION, Renderer
 from affectlens.runtime.tokens import left_pad, split_continuation, token_bytes
 from affectlens.stimuli import Prompt, PromptSet, load_prompts
-from affectlens.store import RunStore, part_tag, read_parquet, read_tensors, write_parquet, write_tensors
+from affectlens.store.atomic import write_parquet, write_tensors
+from affectlens.store.manifest import RunStore, part_tag
+from affectlens.store.read import read_parquet, read_tensors
 
 STAGE = "elicit"
 GENERATION_COLUMNS = ["prompt_id", "cell", "sample", "reply", "face", "face_kind", "n_new_tokens", "stop"]

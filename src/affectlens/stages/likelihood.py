@@ -33,7 +33,9 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import DEFAULT_INSTRUCTION, Renderer
 from affectlens.runtime.tokens import split_continuation
 from affectlens.stimuli import PromptSet, content_hash, load_prompts
-from affectlens.store import RunStore, read_parquet, write_parquet
+from affectlens.store.atomic import write_parquet
+from affectlens.store.manifest import RunStore
+from affectlens.store.read import read_parquet
 
 STAGE = "likelihood"
 AGGREGATIONS = ("bayes", "meanlogp")

@@ -34,7 +34,8 @@ from affectlens.runtime.render import Renderer
 from affectlens.runtime.tokens import left_pad
 from affectlens.stages.elicit import decode, row_seed
 from affectlens.stimuli.corpus import FILES, Corpus, Emotion, Topic, banned_hits, load_corpus
-from affectlens.store import RunStore, write_json
+from affectlens.store.atomic import write_json
+from affectlens.store.manifest import RunStore
 
 STAGE = "stories"
 OUTCOMES = ("accepted", "trimmed", "banned_word", "cut_off", "too_short")

@@ -32,14 +32,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from affectlens.conventions import LAYER_CONVENTION
 from affectlens.errors import AffectlensError
 from affectlens.progress import progress
-from affectlens.runtime.arch import LAYER_CONVENTION
 from affectlens.runtime.capture import TokenMean, capture
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.tokens import right_pad
 from affectlens.stimuli.corpus import Corpus, load_corpus
-from affectlens.store import RunStore, part_tag, read_parquet, read_tensors, write_parquet, write_tensors
+from affectlens.store.atomic import write_parquet, write_tensors
+from affectlens.store.manifest import RunStore, part_tag
+from affectlens.store.read import read_parquet, read_tensors
 
 STAGE = "vectors"
 ALL_LAYERS_UP_TO = 2_000_000_000  # parameters; larger models get DEFAULT_SPREAD evenly spaced layers

@@ -1,35 +1,29 @@
-"""Run folders: a manifest, atomic writes, resume, and refusal to mix two different runs in one folder.
+"""Run folders: a manifest, resumable parts, and refusal to mix two different runs in one folder.
 
 A run folder holds one model's stages. ``manifest.json`` records, for each stage, what produced it (package
 version, model spec and fingerprint, dtype, device, the layer convention, the stimuli's content hash, the
 stage config, the seed, timestamps). Stages write their work in parts as they go; a part that exists is done,
-because every file is written to a temporary name and renamed into place.
+because every file is written through :mod:`affectlens.store.atomic`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 
+from affectlens.conventions import LAYER_CONVENTION
 from affectlens.errors import AffectlensError
-from affectlens.runtime.arch import LAYER_CONVENTION
+from affectlens.store.atomic import write_json, write_parquet, write_tensors
+from affectlens.store.read import read_parquet, read_tensors
 
 MANIFEST = "manifest.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def package_version() -> str:
@@ -42,76 +36,9 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files owner-only; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def part_tag(keys: Iterable[str]) -> str:
     """A stable name for the part that holds ``keys``: the same work resumes under the same name."""
     return hashlib.sha1("|".join(keys).encode()).hexdigest()[:12]
-
-
-def json_ready(value: Any) -> Any:
-    """A JSON-ready copy: numpy scalars and arrays to Python, tuples to lists, NaN and inf to None."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [json_ready(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-
-
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
-def write_tensors(
-    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise AffectlensError(f"{path}: no such file") from None
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise AffectlensError(f"{path}: unreadable safetensors file ({exc})") from None
-
-
-def read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError:
-        raise AffectlensError(f"{path}: no such file") from None
-    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
-        raise AffectlensError(f"{path}: unreadable Parquet file ({type(exc).__name__})") from None
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -229,3 +156,24 @@ class RunStore:
 
     def part_tensors(self, name: str, tag: str) -> dict[str, torch.Tensor]:
         return read_tensors(self.parts(name) / f"{tag}.safetensors")
+
+    def done_keys(self, name: str) -> set[str]:
+        """Every key that a finished part of stage ``name`` holds."""
+        return {key for _, keys in self.done_parts(name) for key in keys}
+
+    def merged_table(self, name: str, suffix: str) -> pd.DataFrame:
+        """The ``suffix`` tables of every finished part, concatenated in tag order."""
+        frames = [self.part_table(name, tag, suffix) for tag, _ in self.done_parts(name)]
+        return pd.concat(frames, ignore_index=True)
+
+    def merged_rows(self, name: str, tensor: str, keys: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Row ``i`` of each part's ``tensor`` under the part's ``i``-th key; every one of ``keys`` must be there."""
+        rows: dict[str, torch.Tensor] = {}
+        for tag, part_keys in self.done_parts(name):
+            stacked = self.part_tensors(name, tag)[tensor]
+            rows.update({key: stacked[i] for i, key in enumerate(part_keys)})
+        if missing := [k for k in keys if k not in rows]:
+            raise AffectlensError(
+                f"{self.root}: parts lack {len(missing)} item(s), e.g. {missing[0]}; rerun the stage"
+            )
+        return rows

@@ -1,0 +1,1 @@
+"""Run folders: the atomic writer, the manifest, and typed readers and writers per run kind."""

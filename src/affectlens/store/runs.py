@@ -1,0 +1,193 @@
+"""Typed readers and writers for each kind of run folder: the only place that names their files.
+
+A stage writes its outputs with the ``write_*`` function of its kind; an analysis or the report reads them
+with ``read_*``, which checks that the stage finished and returns plain pandas, numpy and torch objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from affectlens.conventions import H_FIRST_POSITION, LAYER_CONVENTION
+from affectlens.errors import AffectlensError
+from affectlens.store.atomic import write_parquet, write_tensors
+from affectlens.store.manifest import MANIFEST, RunStore
+from affectlens.store.read import read_json, read_parquet, read_tensors
+
+ELICIT, LIKELIHOOD, VECTORS, STORIES = "elicit", "likelihood", "vectors", "stories"
+GENERATION_COLUMNS = ["prompt_id", "cell", "sample", "reply", "face", "face_kind", "n_new_tokens", "stop"]
+# Files that analyses leave in their output folders; the report looks for them by name.
+KAOMOJI_ANALYSIS, COMPARISON, EMOTIONS_ANALYSIS = "analysis.json", "comparison.json", "emotions.json"
+VECTOR_TABLES = ("stories", "neutral", "implicit", "emotions", "denoise", "logit_lens")
+
+
+def finished_stages(path: Path | str) -> dict[str, dict[str, Any]]:
+    """The finished stages of a run folder, by name ({} for a folder without a manifest)."""
+    stages = RunStore(path).manifest().get("stages", {})
+    return {name: entry for name, entry in stages.items() if entry.get("finished")}
+
+
+def find(roots: Sequence[Path | str], name: str) -> list[Path]:
+    """Every file called ``name`` at or under ``roots`` (a root may be that file), without repeats."""
+    found: dict[Path, None] = {}
+    for root in map(Path, roots):
+        if root.is_file() and root.name == name:
+            found[root.resolve()] = None
+        elif root.is_dir():
+            found.update((p.resolve(), None) for p in sorted(root.rglob(name)) if "parts" not in p.parts)
+    return list(found)
+
+
+def run_folders(roots: Sequence[Path | str]) -> dict[Path, dict[str, Any]]:
+    """The manifest of every run folder at or under ``roots``, by folder."""
+    return {path.parent: read_json(path) for path in find(roots, MANIFEST)}
+
+
+# ------------------------------------------------------------------------------------------ elicitation
+
+
+@dataclass
+class ElicitRun:
+    path: str
+    generations: pd.DataFrame  # GENERATION_COLUMNS, prompt order then sample
+    prompts: pd.DataFrame  # id, cell, text, ...: the rows of h_first
+    h_first: torch.Tensor  # [n_prompts, n_layers, d] float32
+    entry: dict[str, Any]  # the manifest's stage entry
+
+    @property
+    def spec(self) -> str:
+        return str(self.entry["identity"]["model"]["spec"])
+
+
+def write_elicit(root: Path, generations: pd.DataFrame, prompts: pd.DataFrame, h_first: torch.Tensor,
+                 layers: Sequence[int]) -> None:  # fmt: skip
+    write_parquet(root / "generations.parquet", generations)
+    write_parquet(root / "prompts.parquet", prompts)
+    metadata = {"layers": ",".join(map(str, layers)), "prompt_order": "prompts.parquet",
+                "position": H_FIRST_POSITION}  # fmt: skip
+    write_tensors(root / "h_first.safetensors", {"h_first": h_first}, metadata=metadata)
+
+
+def read_elicit(path: Path | str) -> ElicitRun:
+    store = RunStore(path)
+    entry = store.require(ELICIT)
+    return ElicitRun(
+        path=str(path),
+        generations=read_parquet(store.root / "generations.parquet"),
+        prompts=read_parquet(store.root / "prompts.parquet"),
+        h_first=read_tensors(store.root / "h_first.safetensors")["h_first"],
+        entry=entry,
+    )
+
+
+def read_generations(path: Path | str) -> pd.DataFrame:
+    """Only the generations of a finished elicitation run (no tensors read)."""
+    store = RunStore(path)
+    store.require(ELICIT)
+    return read_parquet(store.root / "generations.parquet")
+
+
+# ------------------------------------------------------------------------------------------- likelihood
+
+
+@dataclass
+class LikelihoodRun:
+    path: str
+    logp: pd.DataFrame  # face, prompt_id, logp: long form
+    face_cells: pd.DataFrame  # indexed by face: one column per cell, entropy_bits, top_cell
+    prompts: pd.DataFrame
+    entry: dict[str, Any]
+
+    @property
+    def spec(self) -> str:
+        return str(self.entry["identity"]["model"]["spec"])
+
+
+def write_likelihood(root: Path, logp: pd.DataFrame, face_cells: pd.DataFrame, prompts: pd.DataFrame) -> None:
+    write_parquet(root / "face_logp.parquet", logp)
+    write_parquet(root / "face_cells.parquet", face_cells.reset_index())
+    write_parquet(root / "prompts.parquet", prompts)
+
+
+def read_likelihood(path: Path | str) -> LikelihoodRun:
+    store = RunStore(path)
+    entry = store.require(LIKELIHOOD)
+    return LikelihoodRun(
+        path=str(path),
+        logp=read_parquet(store.root / "face_logp.parquet"),
+        face_cells=read_parquet(store.root / "face_cells.parquet").set_index("face"),
+        prompts=read_parquet(store.root / "prompts.parquet"),
+        entry=entry,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- vectors
+
+
+@dataclass
+class VectorsRun:
+    """What a finished vectors stage left in its run folder."""
+
+    path: str
+    stories: pd.DataFrame
+    neutral: pd.DataFrame
+    implicit: pd.DataFrame
+    emotions: pd.DataFrame
+    activations: dict[str, np.ndarray]  # stories / neutral / implicit: float32 [n, n_layers, d]
+    raw: np.ndarray  # [n_emotions, n_layers, d]
+    denoised: np.ndarray
+    denoise: pd.DataFrame
+    logit_lens: pd.DataFrame
+    layers: list[int]
+    entry: dict[str, Any]
+    layer_convention: str = field(default=LAYER_CONVENTION)
+
+    @property
+    def spec(self) -> str:
+        return str(self.entry["identity"]["model"]["spec"])
+
+
+def write_vectors(root: Path, tables: dict[str, pd.DataFrame], activations: dict[str, torch.Tensor],
+                  vectors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:  # fmt: skip
+    """``tables`` by the names in VECTOR_TABLES; ``activations`` and ``vectors`` as safetensors."""
+    if unknown := set(tables) - set(VECTOR_TABLES):
+        raise ValueError(f"unknown vectors tables {sorted(unknown)}")
+    for name, frame in tables.items():
+        write_parquet(root / f"{name}.parquet", frame)
+    write_tensors(root / "activations.safetensors", activations, metadata=metadata)
+    write_tensors(root / "vectors.safetensors", vectors, metadata=metadata)
+
+
+def read_vectors(path: Path | str) -> VectorsRun:
+    store = RunStore(path)
+    entry = store.require(VECTORS)
+    root = store.root
+    acts = read_tensors(root / "activations.safetensors")
+    vecs = read_tensors(root / "vectors.safetensors")
+    tables = {name: read_parquet(root / f"{name}.parquet") for name in VECTOR_TABLES}
+    return VectorsRun(
+        path=str(path),
+        activations={k: v.numpy() for k, v in acts.items()},
+        raw=vecs["raw"].numpy(),
+        denoised=vecs["denoised"].numpy(),
+        layers=[int(x) for x in entry["layers"]],
+        entry=entry,
+        layer_convention=str(store.manifest().get("layer_convention", "")),
+        **tables,
+    )
+
+
+def run_kind(path: Path | str) -> str:
+    """The kind a run folder is read as: likelihood, then vectors, then elicit (a folder may hold several)."""
+    stages = finished_stages(path)
+    for kind in (LIKELIHOOD, VECTORS, ELICIT):
+        if kind in stages:
+            return kind
+    raise AffectlensError(f"{path} has no finished elicit, likelihood or vectors stage")
