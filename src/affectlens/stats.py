@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -30,6 +30,7 @@ from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "ClassifierResult",
+    "PermutationResult",
     "accuracy",
     "bootstrap_ci",
     "default_estimator",
@@ -213,6 +214,22 @@ def _labels_per_group(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np
     return group_label, codes
 
 
+class PermutationResult(NamedTuple):
+    """What :func:`permutation_test` found; it unpacks as ``p_value, null`` like the plain pair it extends."""
+
+    p_value: float
+    null: np.ndarray  # the null scores, shape [n_permutations]
+
+    @property
+    def n_permutations(self) -> int:
+        return len(self.null)
+
+    @property
+    def min_attainable_p(self) -> float:
+        """1 / (n_permutations + 1): the p-value when no null score reaches the observed one."""
+        return 1.0 / (self.n_permutations + 1)
+
+
 def permutation_test(
     score_fn: Callable[[np.ndarray], float],
     y: Sequence | np.ndarray,
@@ -222,7 +239,7 @@ def permutation_test(
     n_permutations: int = 1000,
     seed: int = 0,
     n_jobs: int = 1,
-) -> tuple[float, np.ndarray]:
+) -> PermutationResult:
     """One-sided permutation p-value of ``observed`` and the null scores, shape [n_permutations].
 
     Each permutation shuffles which label each group carries (rows keep their group, a group keeps one
@@ -233,6 +250,8 @@ def permutation_test(
     group-level null is not defined, and a row-level shuffle would break the grouping the CV protects.
     The permutations are drawn up front from ``seed``, so ``n_jobs`` (joblib processes; ``score_fn``
     must then be picklable by cloudpickle, which closures are) changes the speed, never the numbers.
+
+    Returns ``(p_value, null)`` (it unpacks as that pair), which also carries ``min_attainable_p``.
     """
     if n_permutations < 1:
         raise ValueError("n_permutations must be at least 1")
@@ -245,7 +264,7 @@ def permutation_test(
         null = Parallel(n_jobs=n_jobs)(delayed(score_fn)(group_label[p][codes]) for p in perms)
     null_scores = np.asarray(null, dtype=float)
     k = int(np.sum(null_scores >= observed))
-    return (k + 1) / (n_permutations + 1), null_scores
+    return PermutationResult((k + 1) / (n_permutations + 1), null_scores)
 
 
 # ---------------------------------------------------------------------------------------- classifiers
@@ -371,13 +390,13 @@ def evaluate_classifier(
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 return float(np.mean(np.asarray(predict(X, y_perm, groups, seed)) == y_perm))
 
-        p_value, null = permutation_test(
+        test = permutation_test(
             null_accuracy, y, groups, result.accuracy, n_permutations=n_permutations, seed=seed, n_jobs=n_jobs
         )
         result.n_permutations = n_permutations
-        result.p_value = p_value
-        result.min_attainable_p = 1.0 / (n_permutations + 1)
-        result.null_mean = float(null.mean())
+        result.p_value = test.p_value
+        result.min_attainable_p = test.min_attainable_p
+        result.null_mean = float(test.null.mean())
     return result
 
 
@@ -417,8 +436,8 @@ def pearson_with_ci(
     out["p_value"] = None
     out["min_attainable_p"] = None
     if n_permutations > 0:
-        out["p_value"], _ = permutation_test(
+        test = permutation_test(
             lambda y_perm: abs(r_of(x, y_perm)), y, groups, abs(r), n_permutations=n_permutations, seed=seed
         )
-        out["min_attainable_p"] = 1.0 / (n_permutations + 1)
+        out["p_value"], out["min_attainable_p"] = test.p_value, test.min_attainable_p
     return out

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, one_line
 from affectlens.errors import AffectlensError
+from affectlens.stimuli import PromptSet, content_hash
 
 Stage = Literal["elicit", "likelihood", "vectors", "compare", "analyze", "report"]
 ALL_STAGES: tuple[str, ...] = ("elicit", "likelihood", "vectors", "compare", "analyze", "report")
@@ -44,24 +47,17 @@ class ModelEntry(_Strict):
         return self.label or re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.spec).name)
 
 
-class ElicitSettings(_Strict):
-    samples: int = Field(8, ge=1)
+class ElicitSettings(ElicitConfig):
     prompts_per_cell: int | None = Field(None, ge=1, description="elicit on a balanced subset of prompts")
-    temperature: float = Field(1.0, ge=0)
-    max_new_tokens: int = Field(24, ge=1)
-    batch_prompts: int = Field(32, ge=1)
 
 
-class LikelihoodSettings(_Strict):
+class LikelihoodSettings(LikelihoodConfig):
     faces: str = "catalogue"
     prompts_per_cell: int | None = Field(None, ge=1, description="score a balanced subset of prompts")
 
 
-class AnalysisSettings(_Strict):
-    n_permutations: int = Field(1000, ge=0)
-    n_boot: int = Field(1000, ge=0)
-    floor: int = Field(3, ge=1)
-    layer: int | None = None
+# Set once for the whole study (seed) or per model (primed, suppress), never inside a stage's block.
+_NOT_IN_BLOCKS = {"seed", "primed", "suppress"}
 
 
 class Study(_Strict):
@@ -75,7 +71,7 @@ class Study(_Strict):
     )
     elicit: ElicitSettings = Field(default_factory=ElicitSettings)
     likelihood: LikelihoodSettings = Field(default_factory=LikelihoodSettings)
-    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
     @field_validator("models")
     @classmethod
@@ -84,6 +80,17 @@ class Study(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"model labels must be unique, got {names}; set 'label' for each model")
         return models
+
+    @model_validator(mode="after")
+    def _settings_in_their_place(self) -> Study:
+        for block in ("elicit", "likelihood", "analysis"):
+            misplaced = getattr(self, block).model_fields_set & _NOT_IN_BLOCKS
+            if misplaced:
+                raise ValueError(
+                    f"{block}: {', '.join(sorted(misplaced))} is set at the top level (seed) or per model "
+                    "(primed, suppress)"
+                )
+        return self
 
 
 def load_study(path: str | Path) -> Study:
@@ -104,9 +111,7 @@ def parse_study(data: Any, where: str = "study") -> Study:
     try:
         return Study.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        raise AffectlensError(f"{where}: field {field!r}: {error['msg']}") from None
+        raise AffectlensError(one_line(exc, where)) from None
 
 
 def demo_study(out: str = "runs/demo") -> Study:
@@ -121,23 +126,20 @@ def demo_study(out: str = "runs/demo") -> Study:
         ],
         elicit=ElicitSettings(samples=4, prompts_per_cell=6),
         likelihood=LikelihoodSettings(prompts_per_cell=2),
-        analysis=AnalysisSettings(n_permutations=200, n_boot=500),
+        analysis=AnalysisConfig(n_permutations=200, n_boot=500),
     )
 
 
 def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]:
     """Run every missing stage of ``study`` (finished work is skipped), then compare, analyze and report."""
-    from affectlens.runtime.loading import load_model
-    from affectlens.stages.elicit import ElicitConfig, elicit
-    from affectlens.stages.likelihood import LikelihoodConfig, likelihood
-    from affectlens.stimuli import PromptSet, load_catalogue, load_prompts
+    from affectlens import api
+    from affectlens.stimuli import load_prompts
 
     root = Path(study.out)
     prompts = load_prompts(study.prompts)
     timings: dict[str, float] = {}
-    elicit_runs, likelihood_runs, vector_runs = [], [], []
+    runs: dict[str, list[str]] = {"elicit": [], "likelihood": [], "vectors": []}
     for entry in study.models:
-        folder = root / entry.name
         handle = None
         for stage in ("elicit", "likelihood", "vectors"):
             if stage not in study.stages:
@@ -145,123 +147,65 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
             started = time.perf_counter()
             if handle is None:
                 log(f"loading {entry.spec}")
-                handle = load_model(entry.spec, dtype=entry.dtype, device=entry.device)
+                handle = api.load_model(entry.spec, dtype=entry.dtype, device=entry.device)
+            folder = str(root / entry.name / stage)
+            per_model = {"seed": study.seed, "primed": entry.primed, "suppress": tuple(entry.suppress)}
             if stage == "elicit":
-                config = ElicitConfig(
-                    samples=study.elicit.samples,
-                    temperature=study.elicit.temperature,
-                    max_new_tokens=study.elicit.max_new_tokens,
-                    seed=study.seed,
-                    primed=entry.primed,
-                    suppress=tuple(entry.suppress),
-                    batch_prompts=study.elicit.batch_prompts,
-                )
-                subset = _balanced(prompts, study.elicit.prompts_per_cell)
-                summary = elicit(
-                    handle,
-                    str(folder / "elicit"),
-                    PromptSet(subset, *_subset_id(prompts, subset)),
-                    config,
-                    quiet=quiet,
-                )
+                block = study.elicit
+                config = ElicitConfig(**block.model_dump(exclude={"prompts_per_cell"}) | per_model)
+                subset = _balanced(prompts, block.prompts_per_cell)
+                summary = api.elicit(handle, folder, prompts=subset, config=config, quiet=quiet)
                 log(f"{entry.name}: face rate {summary['face_rate']:.3f} over {summary['n_samples']} samples")
-                elicit_runs.append(str(folder / "elicit"))
             elif stage == "likelihood":
-                subset = _balanced(prompts, study.likelihood.prompts_per_cell)
-                faces = (
-                    load_catalogue()
-                    if study.likelihood.faces == "catalogue"
-                    else load_catalogue(study.likelihood.faces)
+                block = study.likelihood
+                config = LikelihoodConfig(
+                    **block.model_dump(exclude={"faces", "prompts_per_cell"}) | {"primed": entry.primed}
                 )
-                likelihood(
-                    handle,
-                    str(folder / "likelihood"),
-                    faces,
-                    PromptSet(subset, *_subset_id(prompts, subset)),
-                    LikelihoodConfig(primed=entry.primed),
-                    faces_source=study.likelihood.faces,
-                    quiet=quiet,
-                )
-                likelihood_runs.append(str(folder / "likelihood"))
+                subset = _balanced(prompts, block.prompts_per_cell)
+                api.likelihood(handle, folder, faces=block.faces, prompts=subset, config=config, quiet=quiet)
             else:
-                from affectlens.stages.vectors import vectors
-
-                vectors(handle, str(folder / "vectors"), quiet=quiet)
-                vector_runs.append(str(folder / "vectors"))
+                api.vectors(handle, folder, quiet=quiet)
+            runs[stage].append(folder)
             timings[f"{entry.name}/{stage}"] = round(time.perf_counter() - started, 1)
         del handle
-    result: dict[str, Any] = {
-        "timings": timings,
-        "elicit_runs": elicit_runs,
-        "likelihood_runs": likelihood_runs,
-        "vector_runs": vector_runs,
-    }
-    settings = study.analysis
-    if "compare" in study.stages and elicit_runs and (likelihood_runs or len(elicit_runs) > 1):
-        from affectlens.analysis.encoders import compare
+    result: dict[str, Any] = {"timings": timings, **{f"{kind}_runs": found for kind, found in runs.items()}}
+    settings = study.analysis.model_copy(update={"seed": study.seed})
+    elicit_runs = runs["elicit"]
+    encoders = runs["likelihood"] + elicit_runs[1:]
+    if "compare" in study.stages and elicit_runs and encoders:
+        from affectlens.api.compare import compare
 
         started = time.perf_counter()
-        result["comparison"] = compare(
-            elicit_runs[0],
-            likelihood_runs + elicit_runs[1:],
-            str(root / "comparison"),
-            floor=1,
-            n_boot=settings.n_boot,
-            seed=study.seed,
-        )
+        result["comparison"] = compare(elicit_runs[0], encoders, str(root / "comparison"),
+                                       floor=settings.compare_floor, n_boot=settings.n_boot, seed=settings.seed)  # fmt: skip
         timings["compare"] = round(time.perf_counter() - started, 1)
     if "analyze" in study.stages and elicit_runs:
-        from affectlens.analysis.kaomoji import analyze
-
         started = time.perf_counter()
-        analyze(
-            elicit_runs,
-            str(root / "analysis"),
-            n_permutations=settings.n_permutations,
-            n_boot=settings.n_boot,
-            seed=study.seed,
-            layer=settings.layer,
-            floor=settings.floor,
-            quiet=quiet,
-        )
+        api.analyze(elicit_runs, root / "analysis", config=settings, quiet=quiet)
         timings["analyze"] = round(time.perf_counter() - started, 1)
-    if vector_runs:
-        from affectlens.analysis.emotions import analyze_vectors
+    if runs["vectors"]:
+        from affectlens.api.emotions import analyze_emotions
 
-        for run, entry in zip(vector_runs, study.models, strict=False):
+        for run, entry in zip(runs["vectors"], study.models, strict=False):
             bridge = str(root / entry.name / "elicit") if elicit_runs else None
-            analyze_vectors(
-                run,
-                str(Path(run) / "analysis"),
-                n_permutations=settings.n_permutations,
-                n_boot=settings.n_boot,
-                seed=study.seed,
-                elicitation_run=bridge,
-            )
+            analyze_emotions(run, str(Path(run) / "analysis"), n_permutations=settings.n_permutations,
+                             n_boot=settings.n_boot, seed=settings.seed, elicitation_run=bridge)  # fmt: skip
     if "report" in study.stages:
-        from affectlens.report.build import build_report
-
-        result["report"] = str(build_report(root, title=study.name, timings=timings))
+        result["report"] = str(api.report(root, title=study.name, timings=timings))
     return result
 
 
-def _balanced(prompts, per_cell: int | None) -> tuple:
+def _balanced(prompts: PromptSet, per_cell: int | None) -> PromptSet:
+    """The first ``per_cell`` prompts of each cell, as a prompt set of its own (content hash and source)."""
     if per_cell is None:
-        return tuple(prompts)
+        return prompts
     taken: dict[str, int] = {}
     chosen = []
     for prompt in prompts:
         if taken.get(prompt.cell, 0) < per_cell:
             taken[prompt.cell] = taken.get(prompt.cell, 0) + 1
             chosen.append(prompt)
-    return tuple(chosen)
-
-
-def _subset_id(prompts, subset: tuple) -> tuple[str, str]:
-    from dataclasses import asdict
-
-    from affectlens.stimuli import content_hash
-
-    if len(subset) == len(prompts):
-        return prompts.hash, prompts.source
-    return content_hash(asdict(p) for p in subset), f"{prompts.source} (balanced subset of {len(subset)})"
+    if len(chosen) == len(prompts):
+        return prompts
+    source = f"{prompts.source} (balanced subset of {len(chosen)})"
+    return PromptSet(tuple(chosen), content_hash(asdict(p) for p in chosen), source, prompts.cells)

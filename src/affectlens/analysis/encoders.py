@@ -1,50 +1,83 @@
 """Encoders from run folders, and their comparison with the faces a model actually emitted.
 
 An elicitation run is an encoder through its emissions (each face's empirical cell distribution, with its emit
-count); a likelihood run is an LM-head encoder (``face_cells.parquet``). Both load into the one table shape of
-``affectlens.analysis.similarity``.
+count); a likelihood run is an LM-head encoder (its face-by-cell table). Both load into the one table shape of
+``affectlens.analysis.similarity``. ``compare_runs`` computes and returns a :class:`Comparison`; it draws and
+writes nothing (``affectlens.api.compare`` writes its files).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from affectlens.analysis import similarity
-from affectlens.cells import default_cells
+from affectlens.cells import CellSet, get_cell_set
 from affectlens.errors import AffectlensError
-from affectlens.store.atomic import write_json, write_parquet
-from affectlens.store.manifest import RunStore
-from affectlens.store.read import read_parquet
+from affectlens.store.runs import (
+    ELICIT,
+    LIKELIHOOD,
+    emitted_faces,
+    finished_stages,
+    read_face_cells,
+    read_generations,
+)
+
+__all__ = ["Comparison", "compare_runs", "emitted_faces", "load_encoder", "run_cells"]
 
 
-def load_encoder(run: str) -> tuple[str, pd.DataFrame]:
-    """(name, encoder table) of a run folder: its likelihood stage if it has one, else its emissions."""
-    store = RunStore(run)
-    stages = store.manifest().get("stages", {})
-    cells = default_cells()
-    if stages.get("likelihood", {}).get("finished"):
-        spec = stages["likelihood"]["identity"]["model"]["spec"]
-        frame = read_parquet(store.root / "face_cells.parquet").set_index("face")[cells.codes]
-        frame = frame.div(frame.sum(axis=1), axis=0)
-        frame["n"] = 0
-        return f"{spec} (likelihood)", frame
-    if stages.get("elicit", {}).get("finished"):
-        spec = stages["elicit"]["identity"]["model"]["spec"]
-        generations = read_parquet(store.root / "generations.parquet")
-        return f"{spec} (emitted)", similarity.emission_encoder(generations)
+@dataclass
+class Comparison:
+    """Every encoder against the emission ground truth, pairwise similarity, and the best ensemble."""
+
+    truth: str  # the ground truth's encoder name
+    floor: int
+    n_boot: int
+    seed: int
+    cells: CellSet
+    encoders: dict[str, pd.DataFrame]  # by unique name, in the order the runs were given
+    rows: list[dict[str, Any]]  # one compare_to_truth result per encoder, with its "encoder" name
+    pairwise: pd.DataFrame  # the truth and every encoder
+    ensembles: pd.DataFrame | None = None  # subset_search's ranking (two or more encoders)
+    lookup: pd.DataFrame | None = None  # the best ensemble's lookup table, indexed by face
+    best_ensemble: dict[str, Any] | None = None  # the best ranking row, or {"thin": True, "reason": ...}
+
+
+def _source(run: Path | str) -> tuple[str, dict[str, Any]]:
+    """(stage, manifest entry) that a run is read from as an encoder: likelihood first, else elicitation."""
+    stages = finished_stages(run)
+    for kind in (LIKELIHOOD, ELICIT):
+        if kind in stages:
+            return kind, stages[kind]
     raise AffectlensError(f"{run} has no finished likelihood or elicit stage to read faces from")
 
 
-def emitted_faces(run: str) -> list[str]:
-    """The faces an elicitation run emitted, most frequent first."""
-    store = RunStore(run)
-    store.require("elicit")
-    faces = read_parquet(store.root / "generations.parquet")["face"].dropna()
-    if faces.empty:
-        raise AffectlensError(f"{run} emitted no faces")
-    return list(faces.value_counts().index)
+def run_cells(run: Path | str) -> CellSet:
+    """The cell set a run was made with: the one its manifest entry names (pad9 where none is recorded)."""
+    _, entry = _source(run)
+    return get_cell_set(entry.get("cells", "pad9"))
+
+
+def load_encoder(run: Path | str, cells: CellSet | None = None) -> tuple[str, pd.DataFrame]:
+    """(name, encoder table) of a run folder: its likelihood stage if it has one, else its emissions.
+
+    ``cells`` defaults to the run's own cell set (:func:`run_cells`).
+    """
+    kind, entry = _source(run)
+    cells = cells or get_cell_set(entry.get("cells", "pad9"))
+    spec = entry["identity"]["model"]["spec"]
+    if kind == ELICIT:
+        return f"{spec} (emitted)", similarity.emission_encoder(read_generations(run), cells)
+    frame = read_face_cells(run)
+    if missing := [code for code in cells.codes if code not in frame.columns]:
+        raise AffectlensError(f"{run}: face table lacks the {cells.name} cells {', '.join(missing)}")
+    frame = frame[cells.codes]
+    frame = frame.div(frame.sum(axis=1), axis=0)
+    frame["n"] = 0
+    return f"{spec} (likelihood)", frame
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -56,48 +89,49 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def compare(
-    truth_run: str, encoder_runs: list[str], out: str, *, floor: int = 1, n_boot: int = 1000, seed: int = 0
-) -> dict[str, object]:
-    """Each encoder against the emission ground truth, pairwise similarity, and the best ensemble."""
-    truth_name, truth = load_encoder(truth_run)
+def compare_runs(
+    truth_run: Path | str,
+    encoder_runs: list[str],
+    *,
+    floor: int = 1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cells: CellSet | None = None,
+) -> Comparison:
+    """Each encoder run against the faces ``truth_run`` emitted, pairwise similarity, and the best ensemble.
+
+    ``cells`` defaults to the cell set the truth run names; every encoder is read on those cells.
+    """
+    cells = cells or run_cells(truth_run)
+    truth_name, truth = load_encoder(truth_run, cells)
     if truth["n"].sum() == 0:
         raise AffectlensError(f"--truth {truth_run} must be an elicitation run (emitted faces with counts)")
-    loaded = [load_encoder(run) for run in encoder_runs]
+    loaded = [load_encoder(run, cells) for run in encoder_runs]
     names = _unique([name for name, _ in loaded])
     encoders = dict(zip(names, [frame for _, frame in loaded], strict=True))
-    rows = []
-    for name, frame in encoders.items():
-        result = similarity.compare_to_truth(frame, truth, floor=floor, n_boot=n_boot, seed=seed)
-        rows.append({"encoder": name, **result})
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(rows)
-    write_parquet(folder / "similarity.parquet", table)
-    pairwise = similarity.pairwise_similarity({truth_name: truth, **encoders})
-    markdown = similarity.markdown_table(rows)
-    (folder / "similarity.md").write_text(markdown, encoding="utf-8")
-    figures = similarity.similarity_figure(pairwise, rows, folder / "similarity")
-    result: dict[str, object] = {
-        "truth": truth_name,
-        "floor": floor,
-        "n_boot": n_boot,
-        "seed": seed,
-        "rows": rows,
-        "pairwise": pairwise.round(4).to_dict(),
-        "figures": [str(p) for p in figures],
-        "markdown": markdown,
-    }
+    options = {"floor": floor, "n_boot": n_boot, "seed": seed, "cells": cells}
+    rows = [
+        {"encoder": name, **similarity.compare_to_truth(frame, truth, **options)}
+        for name, frame in encoders.items()
+    ]
+    result = Comparison(
+        truth=truth_name,
+        floor=floor,
+        n_boot=n_boot,
+        seed=seed,
+        cells=cells,
+        encoders=encoders,
+        rows=rows,
+        pairwise=similarity.pairwise_similarity({truth_name: truth, **encoders}, cells),
+    )
     if len(encoders) >= 2:
         try:
-            search = similarity.subset_search(encoders, truth, floor=floor, n_boot=n_boot, seed=seed)
-            write_parquet(folder / "ensembles.parquet", search)
-            result["best_ensemble"] = search.iloc[0].to_dict()
-            lookup = similarity.lookup_table(
-                {n: encoders[n] for n in str(search.iloc[0]["members"]).split(",")}
-            )
-            write_parquet(folder / "lookup.parquet", lookup.reset_index())
-        except AffectlensError as exc:
-            result["best_ensemble"] = {"thin": True, "reason": str(exc)}
-    write_json(folder / "comparison.json", result)
+            search = similarity.subset_search(encoders, truth, **options)
+        except AffectlensError as exc:  # no face common to every encoder and the truth
+            result.best_ensemble = {"thin": True, "reason": str(exc)}
+        else:
+            result.ensembles = search
+            result.best_ensemble = search.iloc[0].to_dict()
+            members = str(search.iloc[0]["members"]).split(",")
+            result.lookup = similarity.lookup_table({n: encoders[n] for n in members}, cells)
     return result

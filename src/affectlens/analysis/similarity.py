@@ -6,6 +6,9 @@ likelihood stage, a human survey, an API model). Every encoder loads into one ta
 code in registry order (each row sums to 1), and an integer column ``"n"`` (the face's emit count where
 known, else 0). Agreement is the Jensen-Shannon similarity ``1 - JSD`` in bits, which lies in [0, 1].
 Reported numbers carry n (faces and emits) and a seeded bootstrap 95% percentile interval over faces.
+
+This module computes and returns; it draws and writes nothing (the figure and the Markdown table are in
+``affectlens.report``, the files are written by ``affectlens.api.compare``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib import rc_context
-from matplotlib.figure import Figure
 
 from affectlens.cells import CellSet, default_cells
 from affectlens.errors import AffectlensError
@@ -365,79 +365,3 @@ def pairwise_similarity(encoders: dict[str, pd.DataFrame], cells: CellSet | None
     )
     matrix.attrs["n_faces"] = counts
     return matrix
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def similarity_figure(
-    pairwise: pd.DataFrame, comparison_rows: Sequence[dict[str, Any]], path_stem: str | Path
-) -> list[Path]:
-    """Two panels: the pairwise similarity heat map (annotated), and each encoder's emit-weighted
-    similarity to the truth with its 95% interval. Writes ``path_stem`` + ``.png`` and ``.svg``.
-
-    ``comparison_rows`` are ``compare_to_truth`` results, each with an ``"encoder"`` name. A thin row (no
-    interval) is drawn without an error bar. Returns the written paths.
-    """
-    # A bare Figure draws with Agg (PNG) and the SVG backend without touching pyplot's global state.
-    fig = Figure(figsize=(max(10.0, 1.2 * len(pairwise) + 6.0), 4.8), layout="constrained")
-    heat, bars = fig.subplots(1, 2, width_ratios=[1.1, 1.0])
-    values = pairwise.to_numpy(dtype=np.float64)
-    image = heat.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
-    for (i, j), value in np.ndenumerate(values):
-        label, colour = (
-            ("n/a", "black") if np.isnan(value) else (f"{value:.2f}", "white" if value < 0.6 else "black")
-        )
-        heat.text(j, i, label, ha="center", va="center", fontsize=8, color=colour)
-    heat.set_xticks(range(len(pairwise.columns)), [str(c) for c in pairwise.columns], rotation=45, ha="right")
-    heat.set_yticks(range(len(pairwise.index)), [str(c) for c in pairwise.index])
-    heat.set_title("pairwise JS similarity (face-uniform)")
-    fig.colorbar(image, ax=heat, label="1 − JSD (bits)")
-
-    estimates = np.array([_number(row.get("emit_weighted")) for row in comparison_rows])
-    lows = np.array([_number(row.get("emit_weighted_lo")) for row in comparison_rows])
-    highs = np.array([_number(row.get("emit_weighted_hi")) for row in comparison_rows])
-    errors = np.nan_to_num(np.vstack([estimates - lows, highs - estimates]), nan=0.0)
-    positions = np.arange(len(comparison_rows))
-    bars.bar(positions, np.nan_to_num(estimates, nan=0.0), yerr=errors, capsize=4, color="#5194da")
-    labels = [f"{row.get('encoder', '?')}\nn={row.get('n_faces', 0)}" for row in comparison_rows]
-    bars.set_xticks(positions, labels, rotation=45, ha="right")
-    bars.set_ylim(0.0, 1.0)
-    bars.set_ylabel("emit-weighted JS similarity to truth")
-    bars.set_title("vs truth (95% bootstrap interval; n = faces)")
-
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")]
-    # A fixed hash salt and no date keep the SVG byte-identical across reruns.
-    with rc_context({"svg.hashsalt": "affectlens"}):
-        fig.savefig(paths[0], dpi=150)
-        fig.savefig(paths[1], metadata={"Date": None})
-    return paths
-
-
-def _estimate(row: dict[str, Any], key: str) -> str:
-    value, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        return f"{value:.3f} [n/a]"
-    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table: encoder, face_uniform [lo, hi], emit_weighted [lo, hi], n_faces.
-
-    Rows are ``compare_to_truth`` results with an ``"encoder"`` name; intervals are 95%, and a thin row
-    shows ``[n/a]`` in place of its interval.
-    """
-    lines = [
-        "| encoder | face_uniform [95% CI] | emit_weighted [95% CI] | n_faces |",
-        "|---|---|---|---|",
-    ]
-    for row in rows:
-        name = str(row.get("encoder", "")).replace("|", "\\|")
-        uniform, weighted = _estimate(row, "face_uniform"), _estimate(row, "emit_weighted")
-        lines.append(f"| {name} | {uniform} | {weighted} | {row.get('n_faces', 0)} |")
-    return "\n".join(lines) + "\n"

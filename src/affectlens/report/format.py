@@ -17,6 +17,7 @@ import pandas as pd
 
 MISSING = "–"  # en dash: how None/NaN appear in text and tables
 MINUS = "−"  # U+2212; read as '-' by numbers_in, never written by number()
+NO_INTERVAL = "[no interval]"
 # A sign counts only where it cannot be a hyphen or a range dash ("3-5", "SmolLM2-135M").
 _NUMBER = re.compile(rf"(?<![\w.])[-{MINUS}]\d+(?:\.\d+)?|\d+(?:\.\d+)?")
 
@@ -38,29 +39,37 @@ def number(x: object, digits: int = 3) -> str:
         value = float(x)
         if math.isnan(value):
             return MISSING
-        text = f"{value:.{digits}f}"
-        # "-0.000" reads as a signed result; the value is zero at this precision.
-        return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
+        return unsigned_zero(f"{value:.{digits}f}")
     return str(x)
+
+
+def unsigned_zero(text: str) -> str:
+    """``text`` without its minus sign when every digit is 0: "-0.000" would read as a signed result."""
+    return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
 
 
 def _missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def interval(lo: object, hi: object, digits: int = 3) -> str:
-    """``[lo, hi]``, or ``[no interval]`` when either end is missing."""
+def interval(lo: object, hi: object, digits: int = 3, *, missing: str = NO_INTERVAL) -> str:
+    """``[lo, hi]``, or ``missing`` (default ``[no interval]``) when either end is missing."""
     if _missing(lo) or _missing(hi):
-        return "[no interval]"
+        return missing
     return f"[{number(lo, digits)}, {number(hi, digits)}]"
 
 
-def estimate(value: object, ci: Sequence[object] | None = None, digits: int = 3) -> str:
-    """``value [lo, hi]``: a point estimate with its 95% interval (``ci`` = (lo, hi))."""
+def estimate(
+    value: object, ci: Sequence[object] | None = None, digits: int = 3, *, missing: str = NO_INTERVAL
+) -> str:
+    """``value [lo, hi]``: a point estimate with its 95% interval (``ci`` = (lo, hi)); "n/a" without a value.
+
+    ``missing`` stands in for an interval that is absent (see :func:`interval`).
+    """
     if _missing(value):
         return "n/a"
     lo, hi = (ci[0], ci[1]) if ci is not None and len(ci) == 2 else (None, None)
-    return f"{number(value, digits)} {interval(lo, hi, digits)}"
+    return f"{number(value, digits)} {interval(lo, hi, digits, missing=missing)}"
 
 
 def p_value(result: Mapping[str, Any], key: str = "p_value") -> str:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from affectlens.config import DEFAULT_INSTRUCTION
 from affectlens.stimuli import load_primer
 
-DEFAULT_INSTRUCTION = "Start each message with a kaomoji that best represents how you feel."
 _PROBE = "AFFECTLENS-SYSTEM-PROBE-7f3a"
 
 

@@ -1,440 +1,27 @@
-"""Face likelihood: log P(face | prompt) from a model's LM head, and what each face means as cell distributions.
-
-For prompt p and face f, log P(f | p) is the summed log-probability of f's tokens, teacher-forced right after
-the exact prefix elicitation uses. Faces are tokenized as they would be in the joined text; where the tokenizer
-merges across the boundary, the merged tokens are scored too and the probability of the prompt tail they
-replaced is divided out: P(f | p) = P(tail + f | head) / P(tail | head).
-
-Speed: the head that all prompts share (template, instruction, primer) runs once per run, and each prompt's
-own text once after it, into a KV cache. The faces' tokens then go through as tries (tree
-attention), so shared prefixes are computed once; the tries are short rows batched over copies of that cache, so
-each token attends over the head and its own row rather than over every face.
+"""Face likelihood: log P(face | prompt) for every face and prompt, and what each face means as cell
+distributions. The scoring itself lives in :mod:`affectlens.runtime.face_scoring`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
 
-from affectlens.cells import CellSet, default_cells
+from affectlens.cells import CellSet, default_cells, get_cell_set
+from affectlens.config import LikelihoodConfig
 from affectlens.errors import AffectlensError
-from affectlens.progress import progress
+from affectlens.runtime.face_scoring import SharedHead, max_nodes, score_prompt, shared_head
 from affectlens.runtime.loading import ModelHandle
-from affectlens.runtime.render import DEFAULT_INSTRUCTION, Renderer
-from affectlens.runtime.tokens import split_continuation
+from affectlens.runtime.render import Renderer
+from affectlens.stages.base import Part, Stage
 from affectlens.stimuli import PromptSet, content_hash, load_prompts
-from affectlens.store.atomic import write_parquet
-from affectlens.store.manifest import RunStore
-from affectlens.store.read import read_parquet
+from affectlens.store.runs import LIKELIHOOD, write_likelihood
 
-STAGE = "likelihood"
 AGGREGATIONS = ("bayes", "meanlogp")
-ROW_NODES = 64  # tree-attention row length: short rows keep attention cheap, see bench/likelihood.py
-HEAD_BLOCK = 2048  # vocabulary entries per block of the LM head
-
-
-@dataclass(frozen=True)
-class LikelihoodConfig:
-    instruction: str = DEFAULT_INSTRUCTION
-    primed: bool = False
-    aggregation: str = "bayes"
-    memory_mb: int = 512  # bounds one forward pass's activations (see max_nodes)
-
-    def identity(self) -> dict[str, object]:
-        return {"instruction": self.instruction, "primed": self.primed}
-
-
-@dataclass
-class _Continuation:
-    face: str | None  # None for the prompt tail whose probability is divided out
-    n_prefix: int  # the joined tokenization shares prefix_ids[:n_prefix]
-    forced: list[int]  # tokens fed after the cache: prefix_ids[n_min:n_prefix] + scored
-    n_scored: int  # the last n_scored of ``forced`` are scored
-
-
-def _plan(
-    renderer: Renderer, prefix_ids: list[int], prefix_text: str, faces: Sequence[str]
-) -> tuple[int, list[_Continuation]]:
-    """The shared cache length and the continuation of every face (plus the tails that merges need)."""
-    tokenizer = renderer.tokenizer
-    splits = [
-        split_continuation(
-            tokenizer,
-            prefix_ids,
-            prefix_text,
-            renderer.reply_prefix + face,
-            add_special_tokens=not renderer.chat,
-        )
-        for face in faces
-    ]
-    n_min = min(n for n, _ in splits)
-    if n_min == 0:
-        raise AffectlensError("a face merged with the very first prompt token; cannot score it")
-    plan = []
-    for face, (n, tokens) in zip(faces, splits, strict=True):
-        if not tokens:
-            raise AffectlensError(f"face {face!r} tokenizes to nothing")
-        plan.append(_Continuation(face, n, prefix_ids[n_min:n] + tokens, len(tokens)))
-    for n in sorted({n for n, _ in splits if n < len(prefix_ids)}):
-        tail = prefix_ids[n:]
-        plan.append(_Continuation(None, n, prefix_ids[n_min:n] + tail, len(tail)))
-    return n_min, plan
-
-
-@dataclass
-class _Trie:
-    """Unique token prefixes of a set of continuations: one row of tree attention."""
-
-    tokens: list[int]
-    parents: list[int]  # -1 for a child of the cached head
-    depths: list[int]
-    paths: list[list[int]]  # per continuation: the node of each of its proper prefixes (length 1..k-1)
-
-    @classmethod
-    def build(cls, continuations: Sequence[Sequence[int]]) -> _Trie:
-        index: dict[tuple[int, ...], int] = {}
-        tokens, parents, depths, paths = [], [], [], []
-        for seq in continuations:
-            path, parent = [], -1
-            for depth in range(len(seq) - 1):  # the last token is only scored, never fed
-                key = tuple(seq[: depth + 1])
-                if key not in index:
-                    index[key] = len(tokens)
-                    tokens.append(seq[depth])
-                    parents.append(parent)
-                    depths.append(depth)
-                parent = index[key]
-                path.append(parent)
-            paths.append(path)
-        return cls(tokens, parents, depths, paths)
-
-    def ancestry(self) -> torch.Tensor:
-        """[n_nodes, n_nodes] bool: each node sees its ancestors and itself."""
-        n = len(self.tokens)
-        seen = torch.zeros(n, n, dtype=torch.bool)
-        for node in range(n):
-            ancestor = node
-            while ancestor >= 0:
-                seen[node, ancestor] = True
-                ancestor = self.parents[ancestor]
-        return seen
-
-
-def _rows(continuations: Sequence[Sequence[int]], row_nodes: int) -> list[list[int]]:
-    """Split sorted continuations into consecutive rows of at most ~``row_nodes`` trie nodes each.
-
-    In sorted order a sequence shares the longest prefix with its predecessor, so the nodes it adds to its row's
-    trie are its fed length minus that common prefix.
-    """
-    rows: list[list[int]] = []
-    size, previous = 0, None
-    for i, seq in enumerate(continuations):
-        fed = len(seq) - 1
-        shared = 0
-        if previous is not None:
-            while shared < min(fed, len(previous)) and seq[shared] == previous[shared]:
-                shared += 1
-        added = fed - shared
-        if not rows or size + added > row_nodes:
-            rows.append([])
-            size, added = 0, fed
-        rows[-1].append(i)
-        size += added
-        previous = seq
-    return rows
-
-
-def _layer_windows(model: torch.nn.Module) -> dict[str, int | None]:
-    """Attention span per layer type: None for full attention, else the sliding window (as transformers masks it)."""
-    config = model.config.get_text_config()
-    window = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None) or ["sliding_attention" if window else "full_attention"]
-    return {kind: window if kind == "sliding_attention" else None for kind in dict.fromkeys(types)}
-
-
-def _tree_mask(tries: Sequence[_Trie], n_head: int, width: int, window: int | None) -> torch.Tensor:
-    """[rows, 1, width, n_head + width] bool: a node sees the cached head and its own ancestors (and, with a
-    sliding window, only keys less than ``window`` positions back). Padding sees only itself."""
-    allowed = torch.zeros(len(tries), width, n_head + width, dtype=torch.bool)
-    allowed[:, :, :n_head] = True
-    for row, trie in enumerate(tries):
-        n = len(trie.tokens)
-        allowed[row, :n, n_head : n_head + n] = trie.ancestry()
-        allowed[row, n:, :n_head] = False
-        allowed[row, range(n, width), range(n_head + n, n_head + width)] = True
-    if window is not None:
-        depths = torch.zeros(len(tries), width, dtype=torch.long)
-        for row, trie in enumerate(tries):
-            depths[row, : len(trie.depths)] = torch.tensor(trie.depths, dtype=torch.long)
-        query = n_head + depths  # [rows, width]
-        key = torch.cat([torch.arange(n_head).expand(len(tries), -1), n_head + depths], dim=1)
-        allowed &= (query[:, :, None] - key[:, None, :]) < window
-    return allowed[:, None]
-
-
-def _attention_masks(
-    tries: Sequence[_Trie], n_head: int, width: int, model: torch.nn.Module
-) -> torch.Tensor | dict[str, torch.Tensor]:
-    """The tree masks in the form the model's attention expects: one tensor, or one per layer type."""
-    masks = {kind: _tree_mask(tries, n_head, width, window) for kind, window in _layer_windows(model).items()}
-    if getattr(model.config, "_attn_implementation", "sdpa") == "eager":
-        dtype = next(model.parameters()).dtype
-        masks = {
-            kind: torch.zeros(m.shape, dtype=dtype).masked_fill(~m, torch.finfo(dtype).min)
-            for kind, m in masks.items()
-        }
-    return next(iter(masks.values())) if len(masks) == 1 else masks
-
-
-@contextmanager
-def _head_inputs(lm_head: torch.nn.Module, keep: torch.Tensor) -> Iterator[list[torch.Tensor]]:
-    """For one pass, the LM head only records its input at the positions ``keep`` selects, and returns no
-    logits; :func:`_token_logp` then reads the log-probabilities it needs from that input, block by block."""
-    captured: list[torch.Tensor] = []
-
-    def record(hidden: torch.Tensor) -> torch.Tensor:
-        captured.append(hidden[keep])
-        return hidden.new_zeros(*hidden.shape[:-1], 0)
-
-    lm_head.forward = record
-    try:
-        yield captured
-    finally:
-        del lm_head.forward
-
-
-def _logit_transform(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What the causal LM does to the LM head's output (the families in runtime/arch.py): softcapping, scaling."""
-    config = model.config.get_text_config()
-    cap = getattr(config, "final_logit_softcapping", None)
-    scale = getattr(config, "logits_scaling", None)
-
-    def transform(logits: torch.Tensor) -> torch.Tensor:
-        if scale:
-            logits = logits / scale
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
-
-    return transform
-
-
-def _token_logp(
-    hidden: torch.Tensor,
-    lm_head: torch.nn.Module,
-    transform: Callable[[torch.Tensor], torch.Tensor],
-    rows: torch.Tensor,
-    tokens: torch.Tensor,
-    block: int = HEAD_BLOCK,
-) -> torch.Tensor:
-    """log P(tokens[i] | hidden[rows[i]]) in float64, without materialising the [positions, vocab] logits.
-
-    The normaliser is accumulated over vocabulary blocks (a block's log-sum-exp in float32, the blocks combined
-    in float64), and each wanted logit is read from its block, so it is the same float32 number a full head gives.
-    """
-    weight, bias = lm_head.weight, lm_head.bias
-    parts = []
-    picked = torch.zeros(len(tokens), dtype=torch.float64, device=hidden.device)
-    for start in range(0, weight.shape[0], block):
-        stop = start + block
-        logits = transform(
-            F.linear(hidden, weight[start:stop], None if bias is None else bias[start:stop])
-        ).float()
-        parts.append(torch.logsumexp(logits, dim=-1).double())
-        inside = ((tokens >= start) & (tokens < stop)).nonzero().squeeze(1)
-        picked[inside] = logits[rows[inside], tokens[inside] - start].double()
-    return picked - torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)[rows]
-
-
-def max_nodes(handle: ModelHandle, memory_mb: int) -> int:
-    """Tokens per pass such that its largest activations fit ``memory_mb``: per token, a float32 block of
-    logits and its exponentials, and the MLP's intermediate activations (about four of them)."""
-    config = handle.model.config.get_text_config()
-    intermediate = int(getattr(config, "intermediate_size", None) or 4 * config.hidden_size)
-    per_token = 4 * (2 * HEAD_BLOCK + 4 * intermediate)
-    return int(min(1024, max(16, memory_mb * 2**20 // per_token)))
-
-
-@torch.inference_mode()
-def score_prompt(
-    handle: ModelHandle,
-    renderer: Renderer,
-    message: str,
-    faces: Sequence[str],
-    max_nodes: int = 768,
-    row_nodes: int = ROW_NODES,
-    shared: SharedHead | None = None,
-) -> np.ndarray:
-    """log P(face | prompt) for every face, in nats, float64 [n_faces].
-
-    The prompt's head runs once. The faces' token prefixes form tries, so a prefix that many faces share ("(",
-    "(^") is computed once. The tries are rows of about ``row_nodes`` tokens, batched over one copy of the head's
-    cache per row: the rows fill the matrix multiplies as one long sequence would, while each node's attention
-    spans only the head and its own row. A pass holds at most ``max_nodes`` tokens, which bounds its memory.
-    ``shared`` (from :func:`shared_head`) holds the KV cache of the tokens that every prompt's head starts with.
-    """
-    prefix_ids = renderer.encode(message)
-    n_min, plan = _plan(renderer, prefix_ids, renderer.render(message), faces)
-    transform = _logit_transform(handle.model)
-    first_tokens = torch.tensor(sorted({c.forced[0] for c in plan}))
-    cache, done = DynamicCache(), 0  # every layer keeps the whole head; the masks apply any sliding window
-    if shared is not None and len(shared.ids) < n_min and prefix_ids[: len(shared.ids)] == shared.ids:
-        cache, done = copy.deepcopy(shared.cache), len(shared.ids)
-    head_logp = _head_pass(handle, cache, prefix_ids[:n_min], done, first_tokens, transform)
-    first_logp = dict(zip(first_tokens.tolist(), head_logp, strict=True))
-    # Sorting by tokens puts continuations that share prefixes next to each other, in the same row.
-    order = sorted(range(len(plan)), key=lambda i: plan[i].forced)
-    rows = [[order[k] for k in row] for row in _rows([plan[i].forced for i in order], row_nodes)]
-    tries = [_Trie.build([plan[j].forced for j in row]) for row in rows]
-    scores = np.zeros(len(plan))
-    start = 0
-    while start < len(rows):
-        stop, total = start, 0
-        while stop < len(rows) and (stop == start or total + len(tries[stop].tokens) <= max_nodes):
-            total += len(tries[stop].tokens)
-            stop += 1
-        nodes, tokens, owners = [], [], []
-        offset = 0
-        for row, trie in zip(rows[start:stop], tries[start:stop], strict=True):
-            for j, path in zip(row, trie.paths, strict=True):
-                # Token t > 0 is predicted at the node of its prefix; only the last n_scored tokens are the face
-                # (earlier forced tokens are the prompt tail that a boundary merge replaced).
-                seq = plan[j].forced
-                first = len(seq) - plan[j].n_scored
-                if first == 0:
-                    scores[j] += first_logp[seq[0]]
-                for t in range(max(first, 1), len(seq)):
-                    nodes.append(offset + path[t - 1])
-                    tokens.append(seq[t])
-                    owners.append(j)
-            offset += len(trie.tokens)
-        if nodes:
-            logp = _forward_rows(handle, cache, n_min, tries[start:stop], nodes, tokens, transform)
-            np.add.at(scores, owners, logp.numpy())
-        start = stop
-    tails = {c.n_prefix: scores[i] for i, c in enumerate(plan) if c.face is None}
-    return np.array(
-        [scores[i] - tails.get(c.n_prefix, 0.0) for i, c in enumerate(plan) if c.face is not None]
-    )
-
-
-@dataclass
-class SharedHead:
-    """The token ids that every prompt's rendered head starts with (template, instruction, primer), and their
-    KV cache: computed once per run rather than once per prompt."""
-
-    ids: list[int]
-    cache: DynamicCache
-
-
-@torch.inference_mode()
-def shared_head(handle: ModelHandle, renderer: Renderer, messages: Sequence[str]) -> SharedHead | None:
-    """The longest common token prefix of the rendered ``messages`` (less one token), run once; None if empty."""
-    encoded = [renderer.encode(m) for m in messages]
-    common = encoded[0]
-    for ids in encoded[1:]:
-        n = 0
-        while n < min(len(common), len(ids)) and common[n] == ids[n]:
-            n += 1
-        common = common[:n]
-    common = common[: min(len(ids) for ids in encoded) - 1]
-    if not common:
-        return None
-    cache = DynamicCache()
-    ids = torch.tensor([common], device=handle.device)
-    handle.model(
-        input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True, logits_to_keep=1
-    )
-    return SharedHead(common, cache)
-
-
-def _head_pass(
-    handle: ModelHandle,
-    cache: DynamicCache,
-    head_ids: list[int],
-    done: int,
-    tokens: torch.Tensor,
-    transform: Callable[[torch.Tensor], torch.Tensor],
-) -> list[float]:
-    """Run ``head_ids[done:]`` into ``cache`` (which holds the first ``done``); log P(token | head) for
-    ``tokens``, checked against the model's own logits."""
-    model, device = handle.model, handle.device
-    head = torch.tensor([head_ids[done:]], device=device)
-    captured: list[torch.Tensor] = []
-    hook = handle.arch.lm_head.register_forward_pre_hook(lambda _m, args: captured.append(args[0][0, -1:]))
-    try:
-        out = model(
-            input_ids=head,
-            attention_mask=torch.ones(1, len(head_ids), dtype=torch.long, device=device),
-            position_ids=torch.arange(done, len(head_ids), device=device)[None],
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    finally:
-        hook.remove()
-    ours = _token_logp(
-        captured[0], handle.arch.lm_head, transform, torch.zeros_like(tokens), tokens.to(device)
-    )
-    theirs = torch.log_softmax(out.logits[0, -1].float(), dim=-1)[tokens.to(device)].double()
-    # The blocked head must be the model's own head: a family that transforms its logits in a way
-    # _logit_transform does not know would fail here, not silently. Half precision rounds its logits coarsely.
-    tolerance = 1e-3 if out.logits.dtype == torch.float32 else 0.25
-    if (ours - theirs).abs().max().item() > tolerance:
-        raise AffectlensError(
-            f"{getattr(model.config, 'model_type', '?')}: the LM head's output differs from a plain linear head "
-            "(an unknown logit transform); face likelihood cannot be computed for this model"
-        )
-    return ours.cpu().tolist()
-
-
-def _forward_rows(
-    handle: ModelHandle,
-    cache: DynamicCache,
-    n_head: int,
-    tries: Sequence[_Trie],
-    nodes: list[int],
-    tokens: list[int],
-    transform: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
-    """log P(tokens[i] | node nodes[i]) in float64, nodes numbered through the rows of ``tries`` in order."""
-    model, device = handle.model, handle.device
-    width = max(len(t.tokens) for t in tries)
-    ids = torch.zeros(len(tries), width, dtype=torch.long)
-    positions = torch.full((len(tries), width), n_head, dtype=torch.long)
-    keep = torch.zeros(len(tries), width, dtype=torch.bool)
-    for row, trie in enumerate(tries):
-        n = len(trie.tokens)
-        ids[row, :n] = torch.tensor(trie.tokens)
-        positions[row, :n] += torch.tensor(trie.depths)
-        keep[row, :n] = True
-    masks = _attention_masks(tries, n_head, width, model)
-    masks = {k: m.to(device) for k, m in masks.items()} if isinstance(masks, dict) else masks.to(device)
-    # A copy per row keeps the head's cache pristine for the next pass.
-    rows_cache = copy.deepcopy(cache)
-    rows_cache.batch_repeat_interleave(len(tries))
-    with _head_inputs(handle.arch.lm_head, keep.to(device)) as hidden:
-        model(
-            input_ids=ids.to(device),
-            attention_mask=masks,
-            position_ids=positions.to(device),
-            cache=rows_cache,
-            use_cache=True,
-        )
-    index = torch.tensor(nodes, device=device)
-    return _token_logp(
-        hidden[0], handle.arch.lm_head, transform, index, torch.tensor(tokens, device=device)
-    ).cpu()
 
 
 def cell_distributions(
@@ -499,72 +86,80 @@ def emission_over_vocabulary(
     }
 
 
-def likelihood(
-    handle: ModelHandle,
-    out: str,
-    faces: Sequence[str],
-    prompts: PromptSet | None = None,
-    config: LikelihoodConfig | None = None,
-    *,
-    faces_source: str = "catalogue",
-    quiet: bool = False,
-) -> dict[str, object]:
+class Likelihood(Stage):
+    """One part per prompt: every face's log-probability after it."""
+
+    name = LIKELIHOOD
+
+    def __init__(self, handle: ModelHandle, out: str, faces: Sequence[str], prompts: PromptSet,
+                 config: LikelihoodConfig, *, faces_source: str = "catalogue", quiet: bool = False) -> None:  # fmt: skip
+        super().__init__(handle, out, quiet=quiet)
+        self.faces, self.prompts, self.config = list(dict.fromkeys(faces)), prompts, config
+        self.faces_source = faces_source
+        self.by_id = {p.id: p for p in prompts}
+        self.renderer = Renderer(handle.tokenizer, config.instruction, config.primed)
+        self.shared: SharedHead | None = None
+
+    def validate(self) -> None:
+        if not self.faces:
+            raise AffectlensError("the face vocabulary is empty")
+        if len(self.prompts) == 0:
+            raise AffectlensError("the prompt set is empty")
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "model": {"spec": self.handle.spec, "fingerprint": self.handle.fingerprint},
+            "stimuli": {"hash": self.prompts.hash, "n": len(self.prompts)},
+            "faces": {"hash": content_hash(self.faces), "n": len(self.faces), "source": self.faces_source},
+            "config": self.config.identity(),
+        }
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return super().manifest_extra() | {"prompting": self.renderer.describe(), "cells": self.prompts.cells}
+
+    def keys(self) -> list[str]:
+        return [p.id for p in self.prompts]
+
+    def prepare(self, pending: Sequence[str]) -> None:
+        if pending:
+            self.shared = shared_head(self.handle, self.renderer, [p.text for p in self.prompts])
+        self.nodes = max_nodes(self.handle, self.config.memory_mb)
+
+    def groups(self, pending: Sequence[str]) -> list[list[str]]:
+        return [[key] for key in pending]
+
+    def tag(self, group: Sequence[str]) -> str:
+        return group[0]  # the prompt id: parts merge in prompt-id order
+
+    def compute(self, group: list[str]) -> Part:
+        text = self.by_id[group[0]].text
+        scores = score_prompt(self.handle, self.renderer, text, self.faces, self.nodes, shared=self.shared)
+        return Part(
+            tables={"logp": pd.DataFrame({"face": self.faces, "prompt_id": group[0], "logp": scores})}
+        )
+
+    def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
+        logp = self.store.merged_table(self.name, "logp")
+        prompt_frame = self.prompts.to_frame()
+        cells = get_cell_set(self.prompts.cells)
+        face_cells = cell_distributions(logp, prompt_frame, cells, aggregation=self.config.aggregation)
+        write_likelihood(self.store.root, logp, face_cells, prompt_frame)
+        return {
+            "n_faces": len(self.faces),
+            "n_prompts": len(self.prompts),
+            "aggregation": self.config.aggregation,
+            "seconds": round(seconds, 1),
+            "pairs_per_second": round(n_computed * len(self.faces) / max(seconds, 1e-9), 1),
+            "emission": emission_over_vocabulary(logp, prompt_frame, face_cells, cells),
+            "top_cell_counts": face_cells["top_cell"].value_counts().to_dict(),
+        }
+
+
+def likelihood(handle: ModelHandle, out: str, faces: Sequence[str], prompts: PromptSet | None = None,
+               config: LikelihoodConfig | None = None, *, faces_source: str = "catalogue",
+               quiet: bool = False) -> dict[str, Any]:  # fmt: skip
     """Score every face after every prompt into run folder ``out``; resumes at prompt granularity."""
-    config = config or LikelihoodConfig()
     prompts = load_prompts() if prompts is None else prompts  # an empty set is an error, not the default
-    faces = list(dict.fromkeys(faces))
-    if not faces:
-        raise AffectlensError("the face vocabulary is empty")
-    if len(prompts) == 0:
-        raise AffectlensError("the prompt set is empty")
-    renderer = Renderer(handle.tokenizer, config.instruction, config.primed)
-    store = RunStore(out)
-    identity = {
-        "model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
-        "stimuli": {"hash": prompts.hash, "n": len(prompts)},
-        "faces": {"hash": content_hash(faces), "n": len(faces), "source": faces_source},
-        "config": config.identity(),
-    }
-    if store.begin(STAGE, identity, {"model": handle.describe(), "prompting": renderer.describe()}):
-        return store.stage(STAGE)["summary"]
-    done = {key for _, keys in store.done_parts(STAGE) for key in keys}
-    pending = [p for p in prompts if p.id not in done]
-    started = time.perf_counter()
-    shared = shared_head(handle, renderer, [p.text for p in prompts]) if pending else None
-    nodes = max_nodes(handle, config.memory_mb)
-    with progress(quiet) as bar:
-        task = bar.add_task(f"likelihood {handle.spec}", total=len(prompts), completed=len(done))
-        for prompt in pending:
-            scores = score_prompt(handle, renderer, prompt.text, faces, nodes, shared=shared)
-            frame = pd.DataFrame({"face": faces, "prompt_id": prompt.id, "logp": scores})
-            store.write_part(STAGE, prompt.id, [prompt.id], tables={"logp": frame})
-            bar.advance(task)
-    elapsed = time.perf_counter() - started
-    logp = pd.concat(
-        [store.part_table(STAGE, tag, "logp") for tag, _ in store.done_parts(STAGE)], ignore_index=True
-    )
-    prompt_frame = prompts.to_frame()
-    face_cells = cell_distributions(logp, prompt_frame, aggregation=config.aggregation)
-    write_parquet(store.root / "face_logp.parquet", logp)
-    write_parquet(store.root / "face_cells.parquet", face_cells.reset_index())
-    write_parquet(store.root / "prompts.parquet", prompt_frame)
-    summary = {
-        "n_faces": len(faces),
-        "n_prompts": len(prompts),
-        "aggregation": config.aggregation,
-        "seconds": round(elapsed, 1),
-        "pairs_per_second": round(len(pending) * len(faces) / max(elapsed, 1e-9), 1),
-        "emission": emission_over_vocabulary(logp, prompt_frame, face_cells),
-        "top_cell_counts": face_cells["top_cell"].value_counts().to_dict(),
-    }
-    store.finish(STAGE, summary=summary)
-    return summary
-
-
-def load_likelihood(run: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:
-    """(face_logp, face_cells indexed by face, manifest stage entry) of a finished likelihood run."""
-    store = RunStore(run)
-    entry = store.require(STAGE)
-    logp = read_parquet(store.root / "face_logp.parquet")
-    face_cells = read_parquet(store.root / "face_cells.parquet").set_index("face")
-    return logp, face_cells, entry
+    stage = Likelihood(handle, out, faces, prompts, config or LikelihoodConfig(), faces_source=faces_source,
+                       quiet=quiet)  # fmt: skip
+    return stage.run()

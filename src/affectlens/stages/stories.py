@@ -16,28 +16,28 @@ emotions, topics, neutral dialogues and implicit scenarios, with the new stories
 
 from __future__ import annotations
 
-import json
 import re
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from transformers import DynamicCache
 
+from affectlens.config import StoryConfig
 from affectlens.errors import AffectlensError
-from affectlens.progress import progress
 from affectlens.runtime.capture import position_ids
+from affectlens.runtime.generate import decode, row_seed
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.runtime.tokens import left_pad
-from affectlens.stages.elicit import decode, row_seed
+from affectlens.stages.base import Part, Stage
 from affectlens.stimuli.corpus import FILES, Corpus, Emotion, Topic, banned_hits, load_corpus
-from affectlens.store.atomic import write_json
-from affectlens.store.manifest import RunStore
+from affectlens.store.atomic import write_json, write_jsonl
+from affectlens.store.runs import STORIES
 
-STAGE = "stories"
 OUTCOMES = ("accepted", "trimmed", "banned_word", "cut_off", "too_short")
 INSTRUCTION = "You are a novelist who writes short, concrete scenes."
 REQUEST = (
@@ -47,21 +47,6 @@ REQUEST = (
 )
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
 _FINAL = re.compile(r"[.!?…][\"'”’)\]]*$")
-
-
-@dataclass(frozen=True)
-class StoryConfig:
-    stories_per_topic: int = 1
-    min_words: int = 80
-    max_words: int = 150
-    max_attempts: int = 4
-    temperature: float = 0.9
-    max_new_tokens: int = 320
-    seed: int = 0
-    batch: int = 12
-
-    def identity(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if k != "batch"}
 
 
 def word_count(text: str) -> int:
@@ -150,48 +135,58 @@ def sample_stories(
     return [(clean_story(reply), stop) for reply, stop in zip(replies, stops, strict=True)]
 
 
-def generate_stories(
-    handle: ModelHandle,
-    out: str,
-    source: Corpus | None = None,
-    config: StoryConfig | None = None,
-    *,
-    quiet: bool = False,
-) -> dict[str, object]:
+class Stories(Stage):
+    """One part per emotion: every attempt at every topic's stories."""
+
+    name = STORIES
+
+    def __init__(self, handle: ModelHandle, out: str, source: Corpus, config: StoryConfig, *,
+                 quiet: bool = False) -> None:  # fmt: skip
+        super().__init__(handle, out, quiet=quiet)
+        self.source, self.config = source, config
+        self.renderer = Renderer(handle.tokenizer, INSTRUCTION)
+
+    def validate(self) -> None:
+        if self.config.min_words > self.config.max_words:
+            raise AffectlensError(
+                f"need min_words <= max_words, got {self.config.min_words} and {self.config.max_words}"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "model": {"spec": self.handle.spec, "fingerprint": self.handle.fingerprint},
+            "source": {"hash": self.source.hash, "path": self.source.source},
+            "config": self.config.identity(),
+        }
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return super().manifest_extra() | {"prompting": self.renderer.describe()}
+
+    def keys(self) -> list[str]:
+        return [emotion.name for emotion in self.source.emotions]
+
+    def groups(self, pending: Sequence[str]) -> list[list[str]]:
+        return [[name] for name in pending]
+
+    def tag(self, group: Sequence[str]) -> str:
+        return group[0]
+
+    def compute(self, group: list[str]) -> Part:
+        emotion = self.source.emotion(group[0])
+        frame = _write_emotion(self.handle, self.renderer, emotion, self.source.topics, self.config)
+        return Part(tables={"stories": frame})
+
+    def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
+        attempts = self.store.merged_table(self.name, "stories")
+        summary = _write_corpus(self.store.root, self.source, attempts, self.config)
+        summary["seconds"] = round(seconds, 1)
+        return summary
+
+
+def generate_stories(handle: ModelHandle, out: str, source: Corpus | None = None,
+                     config: StoryConfig | None = None, *, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
     """Write a corpus of model-written stories into ``out``; returns the counts (also in generation.json)."""
-    config = config or StoryConfig()
-    if not 0 < config.min_words <= config.max_words:
-        raise AffectlensError(
-            f"need 0 < min_words <= max_words, got {config.min_words} and {config.max_words}"
-        )
-    if config.max_attempts < 1 or config.stories_per_topic < 1:
-        raise AffectlensError("max_attempts and stories_per_topic must be at least 1")
-    source = source or load_corpus()
-    renderer = Renderer(handle.tokenizer, INSTRUCTION)
-    store = RunStore(out)
-    identity = {
-        "model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
-        "source": {"hash": source.hash, "path": source.source},
-        "config": config.identity(),
-    }
-    if store.begin(STAGE, identity, {"model": handle.describe(), "prompting": renderer.describe()}):
-        return store.stage(STAGE)["summary"]
-    done = {key for _, keys in store.done_parts(STAGE) for key in keys}
-    started = time.perf_counter()
-    with progress(quiet) as bar:
-        task = bar.add_task(f"stories {handle.spec}", total=len(source.emotions), completed=len(done))
-        for emotion in source.emotions:
-            if emotion.name in done:
-                continue
-            frame = _write_emotion(handle, renderer, emotion, source.topics, config)
-            store.write_part(STAGE, emotion.name, [emotion.name], tables={"stories": frame})
-            bar.advance(task)
-    parts = [store.part_table(STAGE, tag, "stories") for tag, _ in store.done_parts(STAGE)]
-    attempts = pd.concat(parts, ignore_index=True)
-    summary = _write_corpus(Path(out), source, attempts, config)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    store.finish(STAGE, summary=summary)
-    return summary
+    return Stories(handle, out, source or load_corpus(), config or StoryConfig(), quiet=quiet).run()
 
 
 def _write_emotion(
@@ -233,8 +228,7 @@ def _write_corpus(
     records = {kind: [_record(kind, item) for item in getattr(source, kind)] for kind in FILES}
     records["stories"] = stories
     for kind in FILES:
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[kind])
-        (out / f"{kind}.jsonl").write_text(lines, encoding="utf-8")
+        write_jsonl(out / f"{kind}.jsonl", records[kind])
     wanted = len(source.topics) * config.stories_per_topic
     per_emotion = good.groupby("emotion").size().reindex(source.emotion_names, fill_value=0)
     summary: dict[str, object] = {

@@ -24,31 +24,27 @@ analyses need (``analysis/emotions.py``), so they never load the model.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from affectlens.conventions import LAYER_CONVENTION
+from affectlens.config import VectorsConfig
+from affectlens.conventions import LAYER_CONVENTION, check_layers, headline_layer
 from affectlens.errors import AffectlensError
-from affectlens.progress import progress
 from affectlens.runtime.capture import TokenMean, capture
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.tokens import right_pad
+from affectlens.stages.base import Part, Stage
 from affectlens.stimuli.corpus import Corpus, load_corpus
-from affectlens.store.atomic import write_parquet, write_tensors
-from affectlens.store.manifest import RunStore, part_tag
-from affectlens.store.read import read_parquet, read_tensors
+from affectlens.store.runs import VECTORS, write_vectors
 
-STAGE = "vectors"
 ALL_LAYERS_UP_TO = 2_000_000_000  # parameters; larger models get DEFAULT_SPREAD evenly spaced layers
 DEFAULT_SPREAD = 12
 LOGIT_LENS_K = 10
-# Padded tokens per batch: about 13 stories of ~150 tokens. Not tuned; bench/vectors.py --batch-tokens compares.
-DEFAULT_BATCH_TOKENS = 2048
 POSITION_RULE = (
     "story/scenario: mean residual stream over its own tokens [start, n) with start = offset if n > offset "
     "else n // 2 (token 0 = the first token of the encoded text, BOS included where the tokenizer adds one); "
@@ -67,29 +63,12 @@ def story_start(n_tokens: int, offset: int) -> int:
     return offset if n_tokens > offset else min(offset, n_tokens // 2)
 
 
-def headline_layer(n_layers: int, layers: Sequence[int]) -> int:
-    """The fixed rule: ``round(2/3 (n_layers - 1))``, or the nearest stored layer (the shallower on a tie)."""
-    target = round(2 * (n_layers - 1) / 3)
-    return min(layers, key=lambda layer: (abs(layer - target), layer))
-
-
 def default_layers(handle: ModelHandle) -> list[int]:
     """Every layer for models up to 2B parameters, else about 12 evenly spaced ones (first and last included)."""
     n_params = sum(p.numel() for p in handle.model.parameters())
     if n_params <= ALL_LAYERS_UP_TO or handle.n_layers <= DEFAULT_SPREAD:
         return list(range(handle.n_layers))
     return sorted({round(float(x)) for x in np.linspace(0, handle.n_layers - 1, DEFAULT_SPREAD)})
-
-
-def _resolve_layers(handle: ModelHandle, layers: Sequence[int] | None) -> list[int]:
-    if layers is None:
-        return default_layers(handle)
-    bad = [layer for layer in layers if not 0 <= layer < handle.n_layers]
-    if bad or not layers:
-        raise AffectlensError(
-            f"layers {list(layers)} out of range: {handle.spec} has layers 0..{handle.n_layers - 1}"
-        )
-    return sorted(set(int(layer) for layer in layers))
 
 
 # ------------------------------------------------------------------------------------- pure computations
@@ -236,17 +215,125 @@ def run_bucket(handle: ModelHandle, bucket: Sequence[_Item], layers: Sequence[in
     return capture(handle.model, handle.arch, ids.to(device), mask.to(device), layers, at).hidden.cpu()
 
 
-def vectors(
-    handle: ModelHandle,
-    out: str,
-    corpus: Corpus | None = None,
-    *,
-    layers: Sequence[int] | None = None,
-    offset: int = 50,
-    denoise_variance: float = 0.5,
-    batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    quiet: bool = False,
-) -> dict[str, object]:
+class Vectors(Stage):
+    """Stories, neutral dialogues and implicit scenarios in length-sorted buckets, each bucket one part."""
+
+    name = VECTORS
+
+    def __init__(self, handle: ModelHandle, out: str, corpus: Corpus, config: VectorsConfig, *,
+                 quiet: bool = False) -> None:  # fmt: skip
+        super().__init__(handle, out, quiet=quiet)
+        self.corpus, self.config = corpus, config
+
+    def validate(self) -> None:
+        if len(self.corpus.neutral) < 2:
+            raise AffectlensError("denoising needs at least 2 neutral dialogues")
+        layers = self.config.layers
+        self.layers = (
+            default_layers(self.handle)
+            if layers is None
+            else check_layers(layers, self.handle.n_layers, self.handle.spec)
+        )
+        self.head = headline_layer(self.handle.n_layers, self.layers)
+        self.items = {item.key: item for item in _items(self.handle, self.corpus, self.config.offset)}
+
+    def identity(self) -> dict[str, Any]:
+        corpus = self.corpus
+        return {
+            "model": {"spec": self.handle.spec, "fingerprint": self.handle.fingerprint},
+            "stimuli": {
+                "hash": corpus.hash,
+                "n_stories": len(corpus.stories),
+                "n_neutral": len(corpus.neutral),
+                "n_implicit": len(corpus.implicit),
+            },
+            "config": {
+                "layers": self.layers,
+                "offset": self.config.offset,
+                "denoise_variance": self.config.denoise_variance,
+            },
+        }
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return super().manifest_extra() | {
+            "layers": self.layers,
+            "layer_convention": LAYER_CONVENTION,
+            "positions": POSITION_RULE,
+            "headline_layer": self.head,
+            "headline_rule": HEADLINE_RULE,
+            "logit_lens": LOGIT_LENS_RULE,
+            "stimuli_source": self.corpus.source,
+        }
+
+    def keys(self) -> list[str]:
+        return list(self.items)
+
+    def prepare(self, pending: Sequence[str]) -> None:
+        self.pending_tokens = sum(len(self.items[k].ids) for k in pending)
+
+    def groups(self, pending: Sequence[str]) -> list[list[str]]:
+        return [
+            [i.key for i in b] for b in buckets([self.items[k] for k in pending], self.config.batch_tokens)
+        ]
+
+    def compute(self, group: list[str]) -> Part:
+        return Part(tensors={"hidden": run_bucket(self.handle, [self.items[k] for k in group], self.layers)})
+
+    def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
+        corpus, layers, head = self.corpus, self.layers, self.head
+        rows = self.store.merged_rows(self.name, "hidden", self.items)
+        width = next(iter(rows.values())).shape
+        acts = {}
+        for kind in ("story", "neutral", "implicit"):
+            picked = [rows[k] for k in self.items if k.startswith(f"{kind}:")]
+            acts[kind] = torch.stack(picked) if picked else torch.zeros((0, *width))
+        stories = acts["story"]
+        emotions = corpus.emotion_names
+        labels = [s.emotion for s in corpus.stories]
+        raw = emotion_vectors(stories.numpy(), labels, emotions)
+        clean, counts, explained = denoise(raw, acts["neutral"].numpy(), self.config.denoise_variance)
+        mu = grand_mean(stories.numpy(), labels, emotions)
+        h = layers.index(head)
+        lens = []
+        for kind, vecs in (("denoised", clean), ("raw", raw)):
+            for row in logit_lens(self.handle, mu[h], vecs[:, h]):
+                lens.append({"vector": kind, "emotion": emotions[row.pop("index")], "layer": head, **row})
+
+        def table(kind: str, source: str) -> pd.DataFrame:
+            frame = corpus.frame(source).drop(columns="text")
+            items = [self.items[f"{kind}:{i}"] for i in frame["id"]]
+            return frame.assign(n_tokens=[len(i.ids) for i in items], start=[i.start for i in items])
+
+        tables = {
+            "stories": table("story", "stories"),
+            "neutral": table("neutral", "neutral"),
+            "implicit": table("implicit", "implicit"),
+            "emotions": corpus.frame("emotions"),
+            "denoise": pd.DataFrame({"layer": layers, "n_components": counts, "variance_removed": explained}),
+            "logit_lens": pd.DataFrame(lens),
+        }
+        metadata = {"layers": ",".join(map(str, layers)), "layer_convention": LAYER_CONVENTION,
+                    "positions": POSITION_RULE, "emotions": ",".join(emotions)}  # fmt: skip
+        vectors = {"raw": torch.from_numpy(raw).float(), "denoised": torch.from_numpy(clean).float()}
+        write_vectors(self.store.root, tables, {"stories": stories, **{k: acts[k] for k in ("neutral", "implicit")}},
+                      vectors, metadata)  # fmt: skip
+        n_tokens = sum(len(self.items[k].ids) for k in self.items)
+        return {
+            "n_stories": len(corpus.stories),
+            "n_neutral": len(corpus.neutral),
+            "n_implicit": len(corpus.implicit),
+            "n_emotions": len(emotions),
+            "n_layers": len(layers),
+            "headline_layer": head,
+            "denoise_components_at_headline": counts[h],
+            "n_tokens": int(n_tokens),
+            "seconds": round(seconds, 1),
+            "tokens_per_second": round(self.pending_tokens / max(seconds, 1e-9), 1),
+        }
+
+
+def vectors(handle: ModelHandle, out: str, corpus: Corpus | None = None, config: VectorsConfig | None = None,
+            *, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
     """Extract (or resume) emotion vectors into run folder ``out``; returns the summary in the manifest.
 
     Writes ``activations.safetensors`` (float32 ``stories`` [n_stories, n_layers, d], ``neutral``,
@@ -255,167 +342,4 @@ def vectors(
     ``emotions.parquet``, layers as in the manifest), ``denoise.parquet`` and ``logit_lens.parquet``.
     """
     corpus = load_corpus() if corpus is None else corpus
-    if offset < 0:
-        raise AffectlensError(f"offset must be >= 0, got {offset}")
-    if not 0 <= denoise_variance < 1:
-        raise AffectlensError(f"denoise_variance must lie in [0, 1), got {denoise_variance}")
-    if batch_tokens < 1:
-        raise AffectlensError(f"batch_tokens must be >= 1, got {batch_tokens}")
-    if len(corpus.neutral) < 2:
-        raise AffectlensError("denoising needs at least 2 neutral dialogues")
-    layer_list = _resolve_layers(handle, layers)
-    head = headline_layer(handle.n_layers, layer_list)
-    store = RunStore(out)
-    identity = {
-        "model": {"spec": handle.spec, "fingerprint": handle.fingerprint},
-        "stimuli": {
-            "hash": corpus.hash,
-            "n_stories": len(corpus.stories),
-            "n_neutral": len(corpus.neutral),
-            "n_implicit": len(corpus.implicit),
-        },
-        "config": {"layers": layer_list, "offset": offset, "denoise_variance": denoise_variance},
-    }
-    extra = {
-        "model": handle.describe(),
-        "layers": layer_list,
-        "layer_convention": LAYER_CONVENTION,
-        "positions": POSITION_RULE,
-        "headline_layer": head,
-        "headline_rule": HEADLINE_RULE,
-        "logit_lens": LOGIT_LENS_RULE,
-        "stimuli_source": corpus.source,
-    }
-    if store.begin(STAGE, identity, extra):
-        return store.stage(STAGE)["summary"]
-
-    items = _items(handle, corpus, offset)
-    done = {key for _, keys in store.done_parts(STAGE) for key in keys}
-    pending = [i for i in items if i.key not in done]
-    n_tokens = sum(len(i.ids) for i in pending)
-    started = time.perf_counter()
-    with progress(quiet) as bar:
-        task = bar.add_task(f"vectors {handle.spec}", total=len(items), completed=len(items) - len(pending))
-        for bucket in buckets(pending, batch_tokens):
-            hidden = run_bucket(handle, bucket, layer_list)
-            store.write_part(
-                STAGE, part_tag(i.key for i in bucket), [i.key for i in bucket], tensors={"hidden": hidden}
-            )
-            bar.advance(task, len(bucket))
-    elapsed = time.perf_counter() - started
-
-    acts = _merge(store, [i.key for i in items])
-    stories = acts["story"]
-    emotions = corpus.emotion_names
-    labels = [s.emotion for s in corpus.stories]
-    raw = emotion_vectors(stories.numpy(), labels, emotions)
-    clean, counts, explained = denoise(raw, acts["neutral"].numpy(), denoise_variance)
-    mu = grand_mean(stories.numpy(), labels, emotions)
-
-    length = {i.key: len(i.ids) for i in items}
-    start = {i.key: i.start for i in items}
-
-    def table(kind: str, frame: pd.DataFrame) -> pd.DataFrame:
-        keys = [f"{kind}:{i}" for i in frame["id"]]
-        return frame.assign(n_tokens=[length[k] for k in keys], start=[start[k] for k in keys])
-
-    root = store.root
-    write_parquet(root / "stories.parquet", table("story", corpus.frame("stories").drop(columns="text")))
-    write_parquet(root / "neutral.parquet", table("neutral", corpus.frame("neutral").drop(columns="text")))
-    write_parquet(root / "implicit.parquet", table("implicit", corpus.frame("implicit").drop(columns="text")))
-    write_parquet(root / "emotions.parquet", corpus.frame("emotions"))
-    metadata = {"layers": ",".join(map(str, layer_list)), "layer_convention": LAYER_CONVENTION}
-    write_tensors(
-        root / "activations.safetensors",
-        {"stories": stories, "neutral": acts["neutral"], "implicit": acts["implicit"]},
-        metadata={**metadata, "positions": POSITION_RULE},
-    )
-    write_tensors(
-        root / "vectors.safetensors",
-        {"raw": torch.from_numpy(raw).float(), "denoised": torch.from_numpy(clean).float()},
-        metadata={**metadata, "emotions": ",".join(emotions)},
-    )
-    write_parquet(
-        root / "denoise.parquet",
-        pd.DataFrame({"layer": layer_list, "n_components": counts, "variance_removed": explained}),
-    )
-    h = layer_list.index(head)
-    lens = []
-    for kind, vecs in (("denoised", clean), ("raw", raw)):
-        for row in logit_lens(handle, mu[h], vecs[:, h]):
-            lens.append({"vector": kind, "emotion": emotions[row.pop("index")], "layer": head, **row})
-    write_parquet(root / "logit_lens.parquet", pd.DataFrame(lens))
-
-    summary = {
-        "n_stories": len(corpus.stories),
-        "n_neutral": len(corpus.neutral),
-        "n_implicit": len(corpus.implicit),
-        "n_emotions": len(emotions),
-        "n_layers": len(layer_list),
-        "headline_layer": head,
-        "denoise_components_at_headline": counts[h],
-        "n_tokens": int(sum(length.values())),
-        "seconds": round(elapsed, 1),
-        "tokens_per_second": round(n_tokens / max(elapsed, 1e-9), 1),
-    }
-    store.finish(STAGE, summary=summary)
-    return summary
-
-
-def _merge(store: RunStore, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Gather the parts into {"story", "neutral", "implicit"}: [n, n_layers, d] in corpus order."""
-    rows: dict[str, torch.Tensor] = {}
-    for tag, part_keys in store.done_parts(STAGE):
-        hidden = store.part_tensors(STAGE, tag)["hidden"]
-        rows.update({key: hidden[i] for i, key in enumerate(part_keys)})
-    if missing := [k for k in keys if k not in rows]:
-        raise AffectlensError(
-            f"{store.root}: parts lack {len(missing)} item(s), e.g. {missing[0]}; rerun the stage"
-        )
-    width = next(iter(rows.values())).shape
-    out = {}
-    for kind in ("story", "neutral", "implicit"):
-        picked = [rows[k] for k in keys if k.startswith(f"{kind}:")]
-        out[kind] = torch.stack(picked) if picked else torch.zeros((0, *width))
-    return out
-
-
-@dataclass
-class VectorRun:
-    """What a finished vectors stage left in its run folder (see :func:`load_vectors`)."""
-
-    stories: pd.DataFrame
-    neutral: pd.DataFrame
-    implicit: pd.DataFrame
-    emotions: pd.DataFrame
-    activations: dict[str, np.ndarray]  # stories / neutral / implicit: float32 [n, n_layers, d]
-    raw: np.ndarray  # [n_emotions, n_layers, d]
-    denoised: np.ndarray
-    denoise: pd.DataFrame
-    logit_lens: pd.DataFrame
-    layers: list[int]
-    entry: dict[str, object]  # the manifest's stage entry
-    layer_convention: str
-
-
-def load_vectors(run: str) -> VectorRun:
-    """Read a finished vectors run folder (no model needed)."""
-    store = RunStore(run)
-    entry = store.require(STAGE)
-    root = store.root
-    acts = read_tensors(root / "activations.safetensors")
-    vecs = read_tensors(root / "vectors.safetensors")
-    return VectorRun(
-        stories=read_parquet(root / "stories.parquet"),
-        neutral=read_parquet(root / "neutral.parquet"),
-        implicit=read_parquet(root / "implicit.parquet"),
-        emotions=read_parquet(root / "emotions.parquet"),
-        activations={k: v.numpy() for k, v in acts.items()},
-        raw=vecs["raw"].numpy(),
-        denoised=vecs["denoised"].numpy(),
-        denoise=read_parquet(root / "denoise.parquet"),
-        logit_lens=read_parquet(root / "logit_lens.parquet"),
-        layers=[int(x) for x in entry["layers"]],
-        entry=entry,
-        layer_convention=str(store.manifest().get("layer_convention", "")),
-    )
+    return Vectors(handle, out, corpus, config or VectorsConfig(), quiet=quiet).run()

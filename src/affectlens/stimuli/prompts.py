@@ -31,6 +31,7 @@ class PromptSet:
     prompts: tuple[Prompt, ...]
     hash: str
     source: str
+    cells: str = "pad9"  # the name of the registered cell set the prompts' cells belong to
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -70,7 +71,7 @@ def load_prompts(path: Path | str | None = None, cells: CellSet | None = None) -
             )
         seen[record["id"]] = number
         prompts.append(Prompt(**record))
-    return PromptSet(tuple(prompts), content_hash(asdict(p) for p in prompts), str(path))
+    return PromptSet(tuple(prompts), content_hash(asdict(p) for p in prompts), str(path), cells.name)
 
 
 def load_catalogue(path: Path | str | None = None) -> list[str]:

@@ -25,6 +25,9 @@ ELICIT, LIKELIHOOD, VECTORS, STORIES = "elicit", "likelihood", "vectors", "stori
 GENERATION_COLUMNS = ["prompt_id", "cell", "sample", "reply", "face", "face_kind", "n_new_tokens", "stop"]
 # Files that analyses leave in their output folders; the report looks for them by name.
 KAOMOJI_ANALYSIS, COMPARISON, EMOTIONS_ANALYSIS = "analysis.json", "comparison.json", "emotions.json"
+# What an encoder comparison leaves beside COMPARISON; the figure stem gets .png and .svg.
+SIMILARITY_TABLE, SIMILARITY_MARKDOWN, SIMILARITY_FIGURE = "similarity.parquet", "similarity.md", "similarity"
+ENSEMBLES, LOOKUP = "ensembles.parquet", "lookup.parquet"
 VECTOR_TABLES = ("stories", "neutral", "implicit", "emotions", "denoise", "logit_lens")
 
 
@@ -94,6 +97,22 @@ def read_generations(path: Path | str) -> pd.DataFrame:
     return read_parquet(store.root / "generations.parquet")
 
 
+def emitted_faces(path: Path | str) -> list[str]:
+    """The faces an elicitation run emitted, most frequent first."""
+    faces = read_generations(path)["face"].dropna()
+    if faces.empty:
+        raise AffectlensError(f"{path} emitted no faces")
+    return list(faces.value_counts().index)
+
+
+def emitted_faces(path: Path | str) -> list[str]:
+    """The faces an elicitation run emitted, most frequent first."""
+    faces = read_generations(path)["face"].dropna()
+    if faces.empty:
+        raise AffectlensError(f"{path} emitted no faces")
+    return list(faces.value_counts().index)
+
+
 # ------------------------------------------------------------------------------------------- likelihood
 
 
@@ -126,6 +145,13 @@ def read_likelihood(path: Path | str) -> LikelihoodRun:
         prompts=read_parquet(store.root / "prompts.parquet"),
         entry=entry,
     )
+
+
+def read_face_cells(path: Path | str) -> pd.DataFrame:
+    """Only the per-face cell table of a finished likelihood run, indexed by face (no log-probs read)."""
+    store = RunStore(path)
+    store.require(LIKELIHOOD)
+    return read_parquet(store.root / "face_cells.parquet").set_index("face")
 
 
 # ---------------------------------------------------------------------------------------------- vectors

@@ -1,0 +1,88 @@
+"""The typed result of the kaomoji analyses, and the one way it becomes ``analysis.json``.
+
+Besides what is serialised, each run carries what the figures draw and the JSON leaves out (the prompts
+and their PC scores), and the whole carries the cell set (for colours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from affectlens.cells import CellSet
+from affectlens.store.atomic import json_ready
+
+FigurePaths = dict[str, dict[str, str]]  # figure key -> {"png": path, "svg": path}, relative to the output
+
+
+@dataclass
+class RunAnalysis:
+    """Every analysis of one run; the blocks are what ``analysis.json`` holds under the run's label."""
+
+    label: str
+    path: str
+    spec: str
+    n_prompts: int
+    n_samples: int
+    layers: list[int]
+    headline_layer: int
+    layer_rule: str
+    hidden_to_cell: dict[str, Any]
+    face_to_cell: dict[str, Any]
+    hidden_to_face: dict[str, Any]
+    geometry: dict[str, Any]
+    face_similarity: dict[str, Any]
+    # Not serialised: for the figures.
+    prompts: pd.DataFrame = field(repr=False)  # id, cell, ... in h_first row order
+    scores: np.ndarray | None = field(default=None, repr=False)  # [n_prompts, 2] PC1, PC2; None if thin
+
+    def to_json(self, figures: FigurePaths) -> dict[str, Any]:
+        """The run's entry in ``analysis.json`` (not yet json-ready), in its fixed key order."""
+        return {
+            "path": self.path,
+            "spec": self.spec,
+            "n_prompts": self.n_prompts,
+            "n_samples": self.n_samples,
+            "layers": self.layers,
+            "headline_layer": self.headline_layer,
+            "layer_rule": self.layer_rule,
+            "hidden_to_cell": self.hidden_to_cell,
+            "face_to_cell": self.face_to_cell,
+            "hidden_to_face": self.hidden_to_face,
+            "geometry": self.geometry,
+            "face_similarity": self.face_similarity,
+            "figures": figures,
+        }
+
+
+@dataclass
+class KaomojiAnalysis:
+    """The kaomoji analyses of some runs: per run (by unique label, in the order given) and per pair."""
+
+    settings: dict[str, Any]
+    runs: dict[str, RunAnalysis]
+    alignment: list[dict[str, Any]]  # one per pair of runs, the earlier run the reference
+    cells: CellSet = field(repr=False)  # not serialised (its name is in settings): colours for the figures
+
+    def to_json(self, figures: dict[str, FigurePaths], alignment_figures: list[FigurePaths | None]) -> dict:
+        """What ``analysis.json`` holds, json-ready: ``figures`` by run label, ``alignment_figures`` one per
+        pair (None for a pair without a figure), both with paths relative to the output folder."""
+        if len(alignment_figures) != len(self.alignment):
+            raise ValueError(
+                f"{len(alignment_figures)} alignment figure entries for {len(self.alignment)} pairs of runs"
+            )
+        pairs = [
+            al if paths is None else {**al, "figures": paths}
+            for al, paths in zip(self.alignment, alignment_figures, strict=True)
+        ]
+        return json_ready(
+            {
+                "analysis": "kaomoji",
+                "settings": self.settings,
+                "runs": {label: run.to_json(figures.get(label, {})) for label, run in self.runs.items()},
+                "alignment": pairs,
+            }
+        )

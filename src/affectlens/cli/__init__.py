@@ -1,0 +1,11 @@
+"""The ``affectlens`` command: one typer app; the commands live in ``stages`` and ``analyses``."""
+
+from affectlens.cli import analyses, stages  # noqa: F401  (importing registers the commands)
+from affectlens.cli.common import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,149 @@
+"""Commands that read run folders only: compare, analyze, report, study, demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from affectlens import api
+from affectlens.cli.common import Quiet, app, console, user_errors
+from affectlens.config import AnalysisConfig
+from affectlens.reporting.format import headline, number
+
+A = AnalysisConfig.default
+
+
+@app.command()
+@user_errors
+def compare(
+    truth: Annotated[Path, typer.Option(help="Elicitation run whose emitted faces are the ground truth.")],
+    encoders: Annotated[list[Path], typer.Option(help="Likelihood or elicitation runs; repeatable.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the comparison.")],
+    floor: Annotated[int, typer.Option(help="Keep faces emitted at least this many times.")] = A(
+        "compare_floor"
+    ),
+    n_boot: int = A("n_boot"),
+    seed: int = A("seed"),
+) -> None:
+    """Jensen-Shannon similarity of encoders to the emitted faces, pairwise, and the best ensemble."""
+    from affectlens.api.compare import compare as run_compare
+
+    result = run_compare(
+        str(truth), [str(e) for e in encoders], str(out), floor=floor, n_boot=n_boot, seed=seed
+    )
+    print_comparison(result, floor)
+    console.print(f"wrote {out}", highlight=False)
+
+
+def print_comparison(result: dict[str, Any], floor: int) -> None:
+    console.print(f"ground truth: {result['truth']} (faces emitted >= {floor} times)", highlight=False)
+    console.print(result["markdown"], highlight=False, markup=False)
+    best = result.get("best_ensemble")
+    if best and not best.get("thin"):
+        console.print(
+            f"best ensemble: {best['members']} (emit-weighted {best['emit_weighted']:.3f}, "
+            f"n = {best['n_faces']} faces)",
+            highlight=False,
+        )
+
+
+@app.command()
+@user_errors
+def analyze(
+    runs: Annotated[list[Path], typer.Argument(help="Elicitation, likelihood or vectors run folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for analysis.json and figures.")],
+    n_permutations: Annotated[int, typer.Option(help="Label shuffles for the headline p-values.")] = A(
+        "n_permutations"
+    ),
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples over prompts.")] = A("n_boot"),
+    layer: Annotated[
+        int | None, typer.Option(help="Headline layer (default: two thirds of the way down).")
+    ] = None,
+    floor: Annotated[int, typer.Option(help="Faces need this many samples to enter face analyses.")] = A(
+        "floor"
+    ),
+    seed: int = A("seed"),
+    quiet: Quiet = False,
+) -> None:
+    """Each run by its kind: kaomoji analyses of elicitation runs (hidden -> cell, face -> cell, hidden -> face,
+    geometry, alignment), likelihood runs against the first elicitation run, emotion analyses of vectors runs."""
+    config = AnalysisConfig(n_permutations=n_permutations, n_boot=n_boot, layer=layer, floor=floor, seed=seed)
+    result = api.analyze(runs, out, config=config, quiet=quiet)
+    if "kaomoji" in result:
+        print_headlines(result["kaomoji"])
+        console.print(f"wrote {out / 'analysis.json'}", highlight=False)
+    if "comparison" in result:
+        print_comparison(result["comparison"], config.compare_floor)
+        console.print(f"wrote {out / 'comparison'}", highlight=False)
+    if "emotions" in result:
+        print_emotion_headlines(result["emotions"])
+        console.print(f"wrote {out / 'emotions'}", highlight=False)
+
+
+def print_headlines(result: dict[str, Any]) -> None:
+    table = Table("model", "hidden -> cell", "face -> cell", "coverage")
+    for label, run in result.get("runs", {}).items():
+        hidden = run.get("hidden_to_cell", {}).get("headline", {})
+        face = run.get("face_to_cell", {})
+        table.add_row(label, headline(hidden), headline(face), number(face.get("coverage")))
+    console.print(table)
+
+
+def print_emotion_headlines(results: dict[str, dict[str, Any]]) -> None:
+    table = Table("model", "layer", "probe -> emotion", "implicit top-3")
+    for label, result in results.items():
+        implicit = result.get("implicit", {})
+        top3 = implicit.get("top3", implicit) if isinstance(implicit, dict) else {}
+        table.add_row(
+            label, number(result.get("layer")), headline(result.get("probe", {}).get("headline", {})),
+            number(top3.get("rate", top3.get("accuracy"))) if isinstance(top3, dict) else number(None),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run, analysis, comparison or study folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html and report.md.")],
+    title: str = "affectlens report",
+) -> None:
+    """One self-contained HTML report (figures embedded) and a Markdown twin."""
+    console.print(f"wrote {api.report(*paths, out=out, title=title)}", highlight=False)
+
+
+@app.command()
+@user_errors
+def study(
+    path: Annotated[Path, typer.Argument(help="Study YAML: models, stimuli, stages.")],
+    quiet: Quiet = False,
+) -> None:
+    """Run a study file: whatever is missing, then comparison, analysis and the report."""
+    from affectlens.study import load_study, run_study
+
+    result = run_study(load_study(path), quiet=quiet, log=lambda m: console.print(m, highlight=False))
+    if "report" in result:
+        console.print(f"report: {result['report']}", highlight=False)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")] = Path("runs/demo"),
+    quiet: Quiet = False,
+) -> None:
+    """The built-in study: both bundled models, elicitation, likelihood, comparison, analysis, report."""
+    from affectlens.store.read import read_json
+    from affectlens.study import demo_study, run_study
+
+    started = time.perf_counter()
+    result = run_study(demo_study(str(out)), quiet=quiet, log=lambda m: console.print(m, highlight=False))
+    analysis = out / "analysis" / "analysis.json"
+    if analysis.exists():
+        print_headlines(read_json(analysis))
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s", highlight=False)
+    console.print(f"report: {result['report']}", highlight=False)

@@ -1,0 +1,100 @@
+"""Configs: the one source of every default. The CLI, study files and the Python API derive from these.
+
+Each config is a frozen pydantic model. A bad value is one line that names the field, raised as
+:class:`~affectlens.errors.AffectlensError` before any model is loaded. ``identity()`` is the part of a config
+that changes results; a run folder refuses to resume under a different identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from affectlens.errors import AffectlensError
+
+DEFAULT_INSTRUCTION = "Start each message with a kaomoji that best represents how you feel."
+
+
+def one_line(exc: ValidationError, where: str) -> str:
+    """The first pydantic error as ``where: field 'a.b': message``."""
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    return f"{where}: field {field!r}: {error['msg']}"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise AffectlensError(one_line(exc, type(self).__name__)) from None
+
+    @classmethod
+    def default(cls, field: str) -> Any:
+        """The default of ``field``, for CLI options that must agree with the API."""
+        return cls.model_fields[field].get_default(call_default_factory=True)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change results: all of them unless a config says otherwise."""
+        return self.model_dump(mode="json")
+
+
+class ElicitConfig(Config):
+    samples: int = Field(8, ge=1, description="samples per prompt")
+    temperature: float = Field(1.0, ge=0, description="0 = greedy")
+    max_new_tokens: int = Field(24, ge=1)
+    seed: int = 0
+    instruction: str = DEFAULT_INSTRUCTION
+    primed: bool = Field(False, description="neutral example exchanges whose replies open with faces")
+    suppress: tuple[str, ...] = Field((), description="faces to block, or 'emoji'")
+    layers: tuple[int, ...] | None = Field(None, description="None: every decoder layer")
+    # Measured best on a 2-core CPU for SmolLM2 (bench/elicit.py --batch-prompts); does not change results.
+    batch_prompts: int = Field(32, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"batch_prompts"})
+        return out | {"layers": list(self.layers) if self.layers else "all"}
+
+
+class LikelihoodConfig(Config):
+    instruction: str = DEFAULT_INSTRUCTION
+    primed: bool = False
+    aggregation: Literal["bayes", "meanlogp"] = "bayes"
+    memory_mb: int = Field(512, ge=1, description="bounds one forward pass's activations")
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"memory_mb"})
+
+
+class VectorsConfig(Config):
+    layers: tuple[int, ...] | None = Field(None, description="None: every layer up to 2B parameters")
+    offset: int = Field(50, ge=0, description="average each story from this token on")
+    denoise_variance: float = Field(0.5, ge=0, lt=1, description="share of neutral variance projected out")
+    # About 13 stories of ~150 tokens. Not tuned; bench/vectors.py --batch-tokens compares.
+    batch_tokens: int = Field(2048, ge=1)
+
+
+class StoryConfig(Config):
+    stories_per_topic: int = Field(1, ge=1)
+    min_words: int = Field(80, ge=1)
+    max_words: int = Field(150, ge=1)
+    max_attempts: int = Field(4, ge=1)
+    temperature: float = Field(0.9, ge=0)
+    max_new_tokens: int = Field(320, ge=1)
+    seed: int = 0
+    batch: int = Field(12, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"batch"})
+
+
+class AnalysisConfig(Config):
+    n_permutations: int = Field(1000, ge=0, description="label shuffles for the headline p-values")
+    n_boot: int = Field(1000, ge=1, description="bootstrap resamples")
+    seed: int = 0
+    layer: int | None = Field(None, description="headline layer (default: the fixed 2/3 rule)")
+    floor: int = Field(3, ge=1, description="faces need this many samples to enter face analyses")
+    compare_floor: int = Field(1, ge=1, description="encoder comparison: faces emitted at least this often")

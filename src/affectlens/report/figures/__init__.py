@@ -1,0 +1,1 @@
+"""Report figures: matplotlib drawings of analysis results, saved through affectlens.store.atomic."""

@@ -1,0 +1,101 @@
+"""The stage skeleton: validate, identity, begin, parts, merge, finish. Every stage is one of these.
+
+A stage names its units of work by key (a prompt id, a story key, an emotion). ``run`` refuses a folder that
+holds a different run, skips keys whose part is already on disk, computes the rest in groups (each group one
+atomic part, so a killed run resumes where it stopped), then merges the parts into the run's files.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+
+from affectlens.progress import progress
+from affectlens.runtime.loading import ModelHandle
+from affectlens.store.manifest import RunStore, part_tag
+
+
+@dataclass
+class Part:
+    """One group's finished work: tables (by suffix) and tensors, written together as one part."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, handle: ModelHandle, out: str, *, quiet: bool = False) -> None:
+        self.handle = handle
+        self.store = RunStore(out)
+        self.quiet = quiet
+
+    def validate(self) -> None:
+        """Raise a one-line error for bad input, before the manifest is touched."""
+        return None
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What must match for a folder to resume: model, stimuli, config."""
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"model": self.handle.describe()}
+
+    @abstractmethod
+    def keys(self) -> list[str]:
+        """Every unit of work, in output order."""
+
+    def weight(self) -> int:
+        """Progress-bar steps per key (elicitation counts samples)."""
+        return 1
+
+    def prepare(self, pending: Sequence[str]) -> None:
+        """Work shared by every group (a KV cache, a logits processor), done once per run."""
+        return None
+
+    @abstractmethod
+    def groups(self, pending: Sequence[str]) -> list[list[str]]:
+        """The pending keys, grouped into parts."""
+
+    @abstractmethod
+    def compute(self, group: list[str]) -> Part: ...
+
+    def tag(self, group: Sequence[str]) -> str:
+        return part_tag(group)
+
+    @abstractmethod
+    def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
+        """Write the run's files from its parts; return the summary for the manifest."""
+
+    def run(self) -> dict[str, Any]:
+        self.validate()
+        if self.store.begin(self.name, self.identity(), self.manifest_extra()):
+            return self.store.stage(self.name)["summary"]
+        keys = self.keys()
+        done = self.store.done_keys(self.name)
+        pending = [key for key in keys if key not in done]
+        started = time.perf_counter()
+        self.prepare(pending)
+        step = self.weight()
+        with progress(self.quiet) as bar:
+            task = bar.add_task(
+                f"{self.name} {self.handle.spec}",
+                total=len(keys) * step,
+                completed=(len(keys) - len(pending)) * step,
+            )
+            for group in self.groups(pending):
+                part = self.compute(group)
+                self.store.write_part(
+                    self.name, self.tag(group), group, tables=part.tables, tensors=part.tensors
+                )
+                bar.advance(task, len(group) * step)
+        summary = self.merge(time.perf_counter() - started, len(pending))
+        self.store.finish(self.name, summary=summary)
+        return summary
