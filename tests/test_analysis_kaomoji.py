@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,16 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from affectlens.analysis.kaomoji import _explained_ratios, analyze, headline_layer, sections
-from affectlens.cells import default_cells
+from affectlens.analysis.kaomoji import KaomojiAnalysis, analyze_runs
+from affectlens.analysis.kaomoji.geometry import explained_ratios
+from affectlens.api.kaomoji import analyze_kaomoji
+from affectlens.cells import Cell, CellSet, default_cells, register_cell_set
+from affectlens.conventions import headline_layer
 from affectlens.errors import AffectlensError
-from affectlens.report.build import build_report
-from affectlens.report.document import Figure, Section, Table
-from affectlens.report.render import embedded_images, format_number, numbers_in
+from affectlens.reporting.build import build_report
+from affectlens.reporting.document import Figure, Section, Table
+from affectlens.reporting.render import embedded_images, format_number, numbers_in
+from affectlens.reporting.sections.kaomoji import sections
 from affectlens.stages.elicit import summarize
 from affectlens.store.atomic import write_parquet, write_tensors
 from affectlens.store.manifest import RunStore
@@ -29,7 +35,9 @@ N_PERM = 49
 N_BOOT = 100
 
 
-def make_run(root: Path, spec: str, hidden: np.ndarray, prompts: pd.DataFrame, faces: list) -> str:
+def make_run(
+    root: Path, spec: str, hidden: np.ndarray, prompts: pd.DataFrame, faces: list, cells: str | None = None
+) -> str:
     """A finished elicitation run folder: manifest, prompts, generations (one row per face), h_first."""
     store = RunStore(root)
     n_layers = hidden.shape[1]
@@ -38,9 +46,8 @@ def make_run(root: Path, spec: str, hidden: np.ndarray, prompts: pd.DataFrame, f
         "stimuli": {"hash": "synthetic", "n": len(prompts)},
         "config": {"seed": 0},
     }
-    store.begin(
-        "elicit", identity, {"model": {"spec": spec, "n_layers": n_layers}, "layers": list(range(n_layers))}
-    )
+    entry = {"model": {"spec": spec, "n_layers": n_layers}, "layers": list(range(n_layers))}
+    store.begin("elicit", identity, entry | ({"cells": cells} if cells else {}))
     rows = []
     per_prompt = len(faces) // len(prompts)
     for i, (pid, cell) in enumerate(zip(prompts["id"], prompts["cell"], strict=True)):
@@ -90,7 +97,9 @@ def planted_analysis(tmp_path_factory):
     q, _ = np.linalg.qr(rng.normal(size=(24, 24)))
     rotated = make_run(root / "rotated", "synthetic", hidden @ q[:16], prompts, [None] * len(faces))
     out = root / "analysis"
-    result = analyze([base, rotated], str(out), n_permutations=N_PERM, n_boot=N_BOOT, seed=0, quiet=True)
+    result = analyze_kaomoji(
+        [base, rotated], str(out), n_permutations=N_PERM, n_boot=N_BOOT, seed=0, quiet=True
+    )
     return result, out
 
 
@@ -239,7 +248,7 @@ def test_random_faces_give_chance(tmp_path):
     faces = [None if rng.random() < 0.25 else f"(f{rng.integers(6)})" for _ in range(len(prompts) * 3)]
     run = make_run(tmp_path / "random", "random-faces", hidden, prompts, faces)
     # floor 1000 leaves no face frequent enough for the per-face analyses; they come back thin.
-    result = analyze(
+    result = analyze_kaomoji(
         [run], str(tmp_path / "out"), n_permutations=N_PERM, n_boot=N_BOOT, floor=1000, quiet=True
     )
     f2c = result["runs"]["random-faces"]["face_to_cell"]
@@ -256,7 +265,7 @@ def test_thin_data_is_flagged_not_reported(tmp_path):
     hidden = rng.normal(size=(6, 2, 4))
     faces = ["(a)", None, "(b)", None, "(c)", None, None, None, None, "(d)", None, None]  # 4 faces in all
     run = make_run(tmp_path / "thin", "thin", hidden, prompts, faces)
-    result = analyze([run], str(tmp_path / "out"), n_permutations=N_PERM, n_boot=N_BOOT, quiet=True)
+    result = analyze_kaomoji([run], str(tmp_path / "out"), n_permutations=N_PERM, n_boot=N_BOOT, quiet=True)
     entry = result["runs"]["thin"]
     for key in ("hidden_to_cell", "face_to_cell", "hidden_to_face", "geometry", "face_similarity"):
         assert entry[key]["thin"] is True, key
@@ -274,18 +283,75 @@ def test_layer_override_and_bad_layer(tmp_path):
     rng = np.random.default_rng(3)
     prompts = pd.DataFrame({"id": [f"p{i}" for i in range(4)], "cell": ["LP", "LP", "LN", "LN"]})
     run = make_run(tmp_path / "run", "tiny", rng.normal(size=(4, 5, 4)), prompts, [None] * 4)
-    result = analyze([run], str(tmp_path / "out"), n_permutations=0, n_boot=10, layer=0, quiet=True)
+    result = analyze_kaomoji([run], str(tmp_path / "out"), n_permutations=0, n_boot=10, layer=0, quiet=True)
     assert result["runs"]["tiny"]["headline_layer"] == 0
     assert "set by the caller" in result["runs"]["tiny"]["layer_rule"]
     with pytest.raises(AffectlensError, match="layer 7 is not stored"):
-        analyze([run], str(tmp_path / "out2"), layer=7, quiet=True)
+        analyze_kaomoji([run], str(tmp_path / "out2"), layer=7, quiet=True)
 
 
 def test_explained_ratios_match_sklearn_and_ignore_repeats():
     rng = np.random.default_rng(4)
     X = rng.normal(size=(30, 50)) * rng.uniform(0.5, 3.0, size=50)
     expected = PCA(n_components=3).fit(StandardScaler().fit_transform(X)).explained_variance_ratio_
-    assert np.allclose(_explained_ratios(X, np.arange(30), 3), expected)
+    assert np.allclose(explained_ratios(X, np.arange(30), 3), expected)
     idx = rng.integers(0, 30, size=30)
     repeated = PCA(n_components=3).fit(StandardScaler().fit_transform(X[idx])).explained_variance_ratio_
-    assert np.allclose(_explained_ratios(X, idx, 3), repeated)
+    assert np.allclose(explained_ratios(X, idx, 3), repeated)
+
+
+def test_analysis_imports_no_figures_report_or_stages():
+    # analysis sits below report and stages: importing every kaomoji analysis module pulls in none of them.
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        "import affectlens.analysis.kaomoji as pkg\n"
+        "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "banned = ('matplotlib', 'affectlens.reporting', 'affectlens.stages')\n"
+        "print(json.dumps(sorted(n for n in sys.modules if any(n == b or n.startswith(b + '.') for b in banned))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def test_analyze_runs_writes_nothing_and_to_json_places_figures(tmp_path):
+    rng = np.random.default_rng(6)
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(6)], "cell": ["LP"] * 3 + ["LN"] * 3})
+    runs = [
+        make_run(tmp_path / name, "tiny", rng.normal(size=(6, 2, 4)), prompts, [None] * 6) for name in "ab"
+    ]
+    before = sorted(tmp_path.rglob("*"))
+    analysis = analyze_runs(runs, n_permutations=0, n_boot=10, quiet=True)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert isinstance(analysis, KaomojiAnalysis) and list(analysis.runs) == ["tiny", "tiny#2"]
+    assert analysis.runs["tiny"].scores is None  # geometry is thin: nothing to draw
+    paths = {"pca": {"png": "figures/x.png", "svg": "figures/x.svg"}}
+    data = analysis.to_json({"tiny#2": paths}, [{"alignment": paths["pca"]}])
+    assert data["runs"]["tiny"]["figures"] == {} and data["runs"]["tiny#2"]["figures"] == paths
+    assert list(data["runs"]["tiny"])[-1] == "figures"
+    assert data["alignment"][0]["figures"] == {"alignment": paths["pca"]}
+    assert "figures" not in analysis.to_json({}, [None])["alignment"][0]
+    with pytest.raises(ValueError, match="alignment figure"):
+        analysis.to_json({}, [])
+
+
+def test_cells_come_from_the_manifest(tmp_path):
+    duo = register_cell_set(
+        CellSet(
+            "test-duo",
+            (
+                Cell("UP", "up", "up", 1.0, 0.0, 0.0, "#c87f55"),
+                Cell("DN", "down", "down", -1.0, 0.0, 0.0, "#5194da"),
+            ),
+        )
+    )
+    rng = np.random.default_rng(7)
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(4)], "cell": ["UP", "UP", "DN", "DN"]})
+    hidden = rng.normal(size=(4, 2, 4))
+    run = make_run(tmp_path / "duo", "duo", hidden, prompts, [None] * 4, cells=duo.name)
+    analysis = analyze_runs([run], n_permutations=0, n_boot=10, quiet=True)
+    assert analysis.cells is duo and analysis.settings["cells"] == "test-duo"
+    plain = make_run(tmp_path / "plain", "plain", hidden, prompts, [None] * 4)  # records no cell set: pad9
+    with pytest.raises(AffectlensError, match="outside the pad9 set"):
+        analyze_runs([plain], n_permutations=0, n_boot=10, quiet=True)
+    assert analyze_runs([plain], cells=duo, n_permutations=0, n_boot=10, quiet=True).cells is duo

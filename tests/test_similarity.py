@@ -19,13 +19,13 @@ from affectlens.analysis.similarity import (
     emission_encoder,
     js_similarity,
     lookup_table,
-    markdown_table,
     pairwise_similarity,
-    similarity_figure,
     subset_search,
 )
 from affectlens.cells import default_cells
 from affectlens.errors import AffectlensError
+from affectlens.reporting.figures.similarity import similarity_figure
+from affectlens.reporting.sections.comparison import markdown_table
 
 CODES = default_cells().codes
 K = len(CODES)

@@ -251,6 +251,13 @@ def test_p_value_formula_and_floor(null, observed):
     assert 1 / (n + 1) <= p <= 1
 
 
+def test_permutation_result_unpacks_and_carries_its_floor():
+    result = permutation_test(_replay(np.arange(7.0)), np.zeros(4), np.arange(4), 100.0, n_permutations=7)
+    p, null = result  # still the (p, null) pair callers unpack
+    assert p == result.p_value == 1 / 8 and null is result.null
+    assert result.n_permutations == 7 and result.min_attainable_p == 1 / 8 == p  # nothing reached 100
+
+
 def test_permutations_shuffle_group_labels_and_rerun_the_whole_analysis():
     X, y, groups = _grouped_data(3, n_groups=12, per_group=3, n_classes=3, d=4)
     group_labels = sorted(y[np.unique(groups, return_index=True)[1]])

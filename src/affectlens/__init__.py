@@ -8,15 +8,14 @@ The public API is six verbs and their configs::
     model = affectlens.load_model("smollm2-135m")
     affectlens.elicit(model, "runs/smol", config=ElicitConfig(samples=8, primed=True))
     affectlens.analyze(["runs/smol"], "runs/analysis")
-    affectlens.report("runs/smol", "runs/analysis", out="runs/report")
+    affectlens.reporting("runs/smol", "runs/analysis", out="runs/report")
 
 ``import affectlens`` does not import torch or transformers; the verbs do, when called.
 """
 
 from affectlens.api import analyze, elicit, likelihood, load_model, report, vectors
 from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, VectorsConfig
-
-__version__ = "0.1.0"
+from affectlens.version import __version__
 
 __all__ = [
     "AnalysisConfig",

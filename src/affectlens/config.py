@@ -7,6 +7,9 @@ that changes results; a run folder refuses to resume under a different identity.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -14,6 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from affectlens.errors import AffectlensError
 
 DEFAULT_INSTRUCTION = "Start each message with a kaomoji that best represents how you feel."
+
+
+# Inside a larger file's validation (a study), a config's error keeps pydantic's path ("elicit.samples")
+# and is turned into one line by that file's reader instead.
+_NESTED: ContextVar[bool] = ContextVar("affectlens_nested_config", default=False)
+
+
+@contextmanager
+def nested_validation() -> Iterator[None]:
+    token = _NESTED.set(True)
+    try:
+        yield
+    finally:
+        _NESTED.reset(token)
 
 
 def one_line(exc: ValidationError, where: str) -> str:
@@ -30,6 +47,8 @@ class Config(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
+            if _NESTED.get():
+                raise
             raise AffectlensError(one_line(exc, type(self).__name__)) from None
 
     @classmethod

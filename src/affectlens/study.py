@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, one_line
+from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, nested_validation, one_line
 from affectlens.errors import AffectlensError
 from affectlens.stimuli import PromptSet, content_hash
 
@@ -109,7 +109,8 @@ def parse_study(data: Any, where: str = "study") -> Study:
     if not isinstance(data, dict):
         raise AffectlensError(f"{where}: expected a mapping of study fields")
     try:
-        return Study.model_validate(data)
+        with nested_validation():
+            return Study.model_validate(data)
     except ValidationError as exc:
         raise AffectlensError(one_line(exc, where)) from None
 

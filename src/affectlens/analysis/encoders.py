@@ -114,16 +114,8 @@ def compare_runs(
         {"encoder": name, **similarity.compare_to_truth(frame, truth, **options)}
         for name, frame in encoders.items()
     ]
-    result = Comparison(
-        truth=truth_name,
-        floor=floor,
-        n_boot=n_boot,
-        seed=seed,
-        cells=cells,
-        encoders=encoders,
-        rows=rows,
-        pairwise=similarity.pairwise_similarity({truth_name: truth, **encoders}, cells),
-    )
+    pairwise = similarity.pairwise_similarity({truth_name: truth, **encoders}, cells)
+    result = Comparison(truth_name, floor, n_boot, seed, cells, encoders, rows, pairwise)
     if len(encoders) >= 2:
         try:
             search = similarity.subset_search(encoders, truth, **options)

@@ -8,7 +8,7 @@ known, else 0). Agreement is the Jensen-Shannon similarity ``1 - JSD`` in bits, 
 Reported numbers carry n (faces and emits) and a seeded bootstrap 95% percentile interval over faces.
 
 This module computes and returns; it draws and writes nothing (the figure and the Markdown table are in
-``affectlens.report``, the files are written by ``affectlens.api.compare``).
+``affectlens.reporting``, the files are written by ``affectlens.api.compare``).
 """
 
 from __future__ import annotations

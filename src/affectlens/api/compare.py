@@ -13,8 +13,8 @@ import pandas as pd
 
 from affectlens.analysis.encoders import compare_runs
 from affectlens.cells import CellSet
-from affectlens.report.figures.similarity import figure_paths, similarity_figure
-from affectlens.report.sections.comparison import markdown_table
+from affectlens.reporting.figures.similarity import figure_paths, similarity_figure
+from affectlens.reporting.sections.comparison import markdown_table
 from affectlens.store.atomic import write_json, write_parquet, write_text
 from affectlens.store.runs import (
     COMPARISON,

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from affectlens.errors import AffectlensError
 from affectlens.runtime.arch import Arch, resolve
+from affectlens.store.atomic import atomic_folder, atomic_path, write_text
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,8 @@ def file_sha256(path: Path) -> str:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
         memo[key] = digest.hexdigest()
-        _atomic_write_text(memo_file, json.dumps(memo, indent=1))
+        write_text(memo_file, json.dumps(memo, indent=1))
     return memo[key]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def bundled_gguf(alias: str) -> Path:
@@ -127,13 +120,10 @@ def bundled_gguf(alias: str) -> Path:
     target = cache_dir() / "gguf" / f"{alias}.gguf"
     if target.exists() and (bundle.sha256 is None or file_sha256(target) == bundle.sha256):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "wb") as out:
+    with atomic_path(target) as tmp, tmp.open("wb") as out:
         for part in sources:
             with part.open("rb") as handle:
                 shutil.copyfileobj(handle, out, 1 << 22)
-    os.replace(tmp, target)
     if bundle.sha256 and file_sha256(target) != bundle.sha256:
         target.unlink()
         raise AffectlensError(
@@ -216,9 +206,7 @@ def _dequantized_folder(gguf: Path, digest: str) -> Path:
     folder = cache_dir() / "models" / digest[:24]
     if (folder / "model.safetensors").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_folder(folder) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer.save_pretrained(tmp)
@@ -235,9 +223,6 @@ def _dequantized_folder(gguf: Path, digest: str) -> Path:
             metadata={"format": "pt"},
         )
         (tmp / "affectlens-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

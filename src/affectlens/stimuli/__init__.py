@@ -1,10 +1,11 @@
 """Stimuli: the prompts, the face catalogue, the priming exchanges and the emotion-story corpus.
 
 Shipped data lives in ``data/`` as JSONL (one record a line). User files of the same schema are validated
-line by line, and every error names the file and the line.
+line by line against the record kinds (:class:`Prompt`, :class:`~affectlens.stimuli.corpus.Story`, ...) by
+:func:`read_records`, and every error names the file and the line.
 """
 
-from affectlens.stimuli.jsonl import content_hash, read_jsonl
+from affectlens.stimuli.jsonl import content_hash, read_jsonl, read_records
 from affectlens.stimuli.prompts import (
     DEFAULT_PROMPTS,
     Prompt,
@@ -23,4 +24,5 @@ __all__ = [
     "load_primer",
     "load_prompts",
     "read_jsonl",
+    "read_records",
 ]

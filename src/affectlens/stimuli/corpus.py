@@ -13,57 +13,74 @@ import functools
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
+from pydantic import PlainValidator, ValidationInfo
 
 from affectlens.cells import CellSet, default_cells
 from affectlens.errors import AffectlensError
-from affectlens.stimuli.jsonl import DATA_DIR, content_hash, read_jsonl
+from affectlens.stimuli.jsonl import DATA_DIR, Name, Ref, Str, Text, content_hash, read_records, record
 
 DEFAULT_CORPUS = DATA_DIR / "emotions"
 FILES = ("emotions", "topics", "stories", "neutral", "implicit")
 
 
-@dataclass(frozen=True)
+def _coordinate(value: Any, info: ValidationInfo) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        raise ValueError(f"{info.field_name} must be a number in [-1, 1], got {value!r}")
+    return float(value)
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in value):
+        raise ValueError("banned must be a list of non-empty words")
+    return tuple(w.lower() for w in value)
+
+
+Coordinate = Annotated[float, PlainValidator(_coordinate)]
+Words = Annotated[tuple[str, ...], PlainValidator(_words)]
+
+
+@record
 class Emotion:
-    name: str
-    cell: str  # affect-cell code (cells.py)
-    valence: float  # in [-1, 1]
-    arousal: float  # in [-1, 1]
-    cluster: str
-    banned: tuple[str, ...]
+    name: Name
+    cell: Ref  # affect-cell code (cells.py)
+    valence: Coordinate  # in [-1, 1]
+    arousal: Coordinate  # in [-1, 1]
+    cluster: Str
+    banned: Words = ()  # lower-cased
 
 
-@dataclass(frozen=True)
-class Topic:
-    id: str
-    description: str
-
-
-@dataclass(frozen=True)
+@record
 class Story:
-    id: str
-    emotion: str
-    topic: str
-    text: str
+    id: Name
+    emotion: Ref
+    topic: Ref
+    text: Text
 
 
-@dataclass(frozen=True)
-class Dialogue:
-    """A neutral dialogue: no emotion, any topic."""
-
-    id: str
-    text: str
+@record
+class Topic:
+    id: Name
+    description: Str = ""
 
 
-@dataclass(frozen=True)
+@record
 class Scenario:
     """An implicit scenario: evokes ``emotion`` without naming it."""
 
-    id: str
-    emotion: str
-    text: str
+    id: Name
+    emotion: Ref
+    text: Text
+
+
+@record
+class Dialogue:
+    """A neutral dialogue: no emotion, any topic."""
+
+    id: Name
+    text: Text
 
 
 _KINDS = {"emotions": Emotion, "topics": Topic, "stories": Story, "neutral": Dialogue, "implicit": Scenario}
@@ -108,58 +125,6 @@ class Corpus:
         return pd.DataFrame(rows, columns=[f.name for f in fields(_KINDS[kind])])
 
 
-def _strings(
-    where: str, record: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()
-) -> None:
-    for key in required:
-        if not isinstance(record.get(key), str):
-            raise AffectlensError(f"{where}: missing or non-string field {key!r}")
-    unknown = set(record) - set(required) - set(optional)
-    if unknown:
-        raise AffectlensError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-
-
-def _unique(where: str, key: str, seen: dict[str, str], what: str) -> None:
-    if key in seen:
-        raise AffectlensError(f"{where}: duplicate {what} {key!r} (first at {seen[key]})")
-    seen[key] = where
-
-
-def _text(where: str, record: dict[str, Any]) -> None:
-    if not record["text"].strip():
-        raise AffectlensError(f"{where}: empty text for {record.get('id', record.get('name'))!r}")
-
-
-def _known(where: str, field: str, value: str, known: list[str]) -> None:
-    if value not in known:
-        shown = ", ".join(known[:25]) + (", ..." if len(known) > 25 else "")
-        raise AffectlensError(f"{where}: unknown {field} {value!r}; expected one of {shown}")
-
-
-def _emotions(path: Path, cells: CellSet) -> list[Emotion]:
-    out, seen = [], {}
-    for number, record in read_jsonl(path):
-        where = f"{path}:{number}"
-        _strings(where, record, ("name", "cell", "cluster"), ("valence", "arousal", "banned"))
-        _unique(where, record["name"], seen, "emotion")
-        _known(where, "cell", record["cell"], cells.codes)
-        coords = []
-        for key in ("valence", "arousal"):
-            value = record.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
-                raise AffectlensError(f"{where}: {key} must be a number in [-1, 1], got {value!r}")
-            coords.append(float(value))
-        banned = record.get("banned", [])
-        if not isinstance(banned, list) or not all(isinstance(w, str) and w.strip() for w in banned):
-            raise AffectlensError(f"{where}: banned must be a list of non-empty words")
-        out.append(
-            Emotion(
-                record["name"], record["cell"], *coords, record["cluster"], tuple(w.lower() for w in banned)
-            )
-        )
-    return out
-
-
 def load_corpus(folder: Path | str | None = None, cells: CellSet | None = None) -> Corpus:
     """Load and validate a corpus folder (default: the shipped one); errors name the file and line."""
     cells = cells or default_cells()
@@ -167,45 +132,15 @@ def load_corpus(folder: Path | str | None = None, cells: CellSet | None = None) 
     if not folder.is_dir():
         raise AffectlensError(f"corpus folder {folder} does not exist")
     path = {kind: folder / f"{kind}.jsonl" for kind in FILES}
-    emotions = _emotions(path["emotions"], cells)
-    names = [e.name for e in emotions]
-
-    topics, seen = [], {}
-    for number, record in read_jsonl(path["topics"]):
-        where = f"{path['topics']}:{number}"
-        _strings(where, record, ("id",), ("description",))
-        _unique(where, record["id"], seen, "topic")
-        topics.append(Topic(record["id"], str(record.get("description", ""))))
-    topic_ids = [t.id for t in topics]
-
-    stories, seen = [], {}
-    for number, record in read_jsonl(path["stories"]):
-        where = f"{path['stories']}:{number}"
-        _strings(where, record, ("id", "emotion", "topic", "text"))
-        _unique(where, record["id"], seen, "id")
-        _known(where, "emotion", record["emotion"], names)
-        _known(where, "topic", record["topic"], topic_ids)
-        _text(where, record)
-        stories.append(Story(**record))
-
-    neutral, seen = [], {}
-    for number, record in read_jsonl(path["neutral"]):
-        where = f"{path['neutral']}:{number}"
-        _strings(where, record, ("id", "text"))
-        _unique(where, record["id"], seen, "id")
-        _text(where, record)
-        neutral.append(Dialogue(**record))
-
-    implicit, seen = [], {}
-    for number, record in read_jsonl(path["implicit"]):
-        where = f"{path['implicit']}:{number}"
-        _strings(where, record, ("id", "emotion", "text"))
-        _unique(where, record["id"], seen, "id")
-        _known(where, "emotion", record["emotion"], names)
-        _text(where, record)
-        implicit.append(Scenario(**record))
-
-    missing = [name for name in names if not any(s.emotion == name for s in stories)]
+    emotions = read_records(
+        path["emotions"], Emotion, key="name", what="emotion", context={"cell": cells.codes}
+    )
+    topics = read_records(path["topics"], Topic, what="topic")
+    known = {"emotion": [e.name for e in emotions], "topic": [t.id for t in topics]}
+    stories = read_records(path["stories"], Story, context=known)
+    neutral = read_records(path["neutral"], Dialogue)
+    implicit = read_records(path["implicit"], Scenario, context=known)
+    missing = [name for name in known["emotion"] if not any(s.emotion == name for s in stories)]
     if missing:
         raise AffectlensError(f"{path['stories']}: no story for emotion(s) {', '.join(missing)}")
     return Corpus(

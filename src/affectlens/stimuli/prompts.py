@@ -10,20 +10,40 @@ import pandas as pd
 from affectlens.cells import CellSet, default_cells
 from affectlens.errors import AffectlensError
 from affectlens.faces import canonicalize
-from affectlens.stimuli.jsonl import DATA_DIR, content_hash, read_jsonl, read_lines
+from affectlens.stimuli.jsonl import (
+    DATA_DIR,
+    Name,
+    Ref,
+    Str,
+    Text,
+    content_hash,
+    read_lines,
+    read_records,
+    record,
+)
 
 DEFAULT_PROMPTS = DATA_DIR / "prompts.jsonl"
 DEFAULT_CATALOGUE = DATA_DIR / "kaomoji.txt"
 DEFAULT_PRIMER = DATA_DIR / "primer.jsonl"
 
 
-@dataclass(frozen=True)
+@record
 class Prompt:
-    id: str
-    cell: str
-    text: str
-    dominance: str | None = None
-    domain: str | None = None
+    id: Name
+    cell: Ref  # a code of the cell set the prompts are loaded with
+    text: Text
+    dominance: Str | None = None
+    domain: Str | None = None
+
+
+@record
+class Exchange:
+    """A primer line: a neutral question and a reply that opens with the cell's face."""
+
+    cell: Name
+    face: Name
+    user: Name
+    reply: Name
 
 
 @dataclass(frozen=True)
@@ -49,28 +69,7 @@ def load_prompts(path: Path | str | None = None, cells: CellSet | None = None) -
     """Load and validate a prompt JSONL (``id``, ``cell``, ``text``, optional ``dominance``, ``domain``)."""
     cells = cells or default_cells()
     path = Path(path) if path is not None else DEFAULT_PROMPTS
-    prompts: list[Prompt] = []
-    seen: dict[str, int] = {}
-    for number, record in read_jsonl(path):
-        where = f"{path}:{number}"
-        for key in ("id", "cell", "text"):
-            if not isinstance(record.get(key), str):
-                raise AffectlensError(f"{where}: missing or non-string field {key!r}")
-        unknown = set(record) - {"id", "cell", "text", "dominance", "domain"}
-        if unknown:
-            raise AffectlensError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        if record["cell"] not in cells.codes:
-            raise AffectlensError(
-                f"{where}: unknown cell {record['cell']!r}; expected one of {', '.join(cells.codes)}"
-            )
-        if not record["text"].strip():
-            raise AffectlensError(f"{where}: empty text for prompt {record['id']!r}")
-        if record["id"] in seen:
-            raise AffectlensError(
-                f"{where}: duplicate id {record['id']!r} (first on line {seen[record['id']]})"
-            )
-        seen[record["id"]] = number
-        prompts.append(Prompt(**record))
+    prompts = read_records(path, Prompt, context={"cell": cells.codes})
     return PromptSet(tuple(prompts), content_hash(asdict(p) for p in prompts), str(path), cells.name)
 
 
@@ -90,9 +89,4 @@ def load_catalogue(path: Path | str | None = None) -> list[str]:
 def load_primer(path: Path | str | None = None) -> list[dict[str, str]]:
     """Neutral example exchanges whose replies open with catalogue faces, one per cell."""
     path = Path(path) if path is not None else DEFAULT_PRIMER
-    exchanges = []
-    for number, record in read_jsonl(path):
-        if not all(isinstance(record.get(k), str) for k in ("cell", "face", "user", "reply")):
-            raise AffectlensError(f"{path}:{number}: a primer line needs cell, face, user and reply")
-        exchanges.append(record)
-    return exchanges
+    return [asdict(exchange) for exchange in read_records(path, Exchange, key=None)]

@@ -22,13 +22,12 @@ from affectlens.conventions import LAYER_CONVENTION
 from affectlens.errors import AffectlensError
 from affectlens.store.atomic import write_json, write_parquet, write_tensors
 from affectlens.store.read import read_parquet, read_tensors
+from affectlens.version import __version__
 
 MANIFEST = "manifest.json"
 
 
 def package_version() -> str:
-    from affectlens import __version__
-
     return __version__
 
 

@@ -105,14 +105,6 @@ def emitted_faces(path: Path | str) -> list[str]:
     return list(faces.value_counts().index)
 
 
-def emitted_faces(path: Path | str) -> list[str]:
-    """The faces an elicitation run emitted, most frequent first."""
-    faces = read_generations(path)["face"].dropna()
-    if faces.empty:
-        raise AffectlensError(f"{path} emitted no faces")
-    return list(faces.value_counts().index)
-
-
 # ------------------------------------------------------------------------------------------- likelihood
 
 

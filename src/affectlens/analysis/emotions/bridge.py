@@ -89,7 +89,6 @@ def bridge(
     return out
 
 
-
 def run_cells(entry: dict[str, Any], cells: CellSet | None = None) -> CellSet:
     """``cells`` if given, else the set the elicitation run's manifest entry names, else the default set."""
     if cells is not None:

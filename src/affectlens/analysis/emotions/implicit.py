@@ -73,4 +73,3 @@ def implicit_test(
         for i in range(m)
     ]
     return out
-

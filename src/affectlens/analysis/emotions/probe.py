@@ -207,4 +207,3 @@ def probe_curve(
         pred = SpanProbe(n_topics)(np.asarray(acts[:, i], dtype=np.float64), y, topics, seed)
         rows.append({"layer": int(layer), "accuracy": float(np.mean(pred == y))})
     return rows
-

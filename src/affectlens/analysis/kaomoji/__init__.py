@@ -6,7 +6,7 @@ advance: ``hidden_cell``); can it be read from the face alone (``face_cell``); c
 ``h_first`` (``hidden_face``); and how are prompts, cells and faces arranged in that space (``geometry``).
 Across runs that share prompts it aligns the cell-centroid configurations (orthogonal Procrustes) and
 compares their distance matrices (RSA) (``alignment``). It returns a ``KaomojiAnalysis``; figures and prose
-live in ``affectlens.report``, and ``affectlens.api.kaomoji`` writes ``analysis.json``.
+live in ``affectlens.reporting``, and ``affectlens.api.kaomoji`` writes ``analysis.json``.
 
 Units: ``h_first`` is one vector per prompt, shared by that prompt's samples, so every fit and every
 resample works on prompts: cross-validation is grouped by prompt, bootstraps draw prompts, and permutation

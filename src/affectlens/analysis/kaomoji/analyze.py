@@ -82,6 +82,7 @@ def _analyze_run(
         face_similarity=sim,
         prompts=run.prompts,
         scores=geo.scores,
+        hidden=run.hidden[:, run.index],
     )
 
 

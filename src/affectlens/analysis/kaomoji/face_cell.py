@@ -113,18 +113,9 @@ def face_to_cell(run: Run, cells: CellSet, *, n_boot: int, n_permutations: int, 
         )
         return label_array[pred]
 
-    result = evaluate_classifier(
-        face_codes,
-        y,
-        groups,
-        labels=labels,
-        n_splits=N_SPLITS,
-        n_boot=n_boot,
-        n_permutations=n_permutations,
-        seed=seed,
-        predict=predict,
-        n_jobs=n_jobs(n_permutations),
-    )
+    result = evaluate_classifier(face_codes, y, groups, labels=labels, n_splits=N_SPLITS, predict=predict,
+                                 n_boot=n_boot, n_permutations=n_permutations, seed=seed,
+                                 n_jobs=n_jobs(n_permutations))  # fmt: skip
     return {
         **base,
         "thin": False,

@@ -88,7 +88,9 @@ def _correlations(
     return correlations, best, signs
 
 
-def geometry(run: Run, cells: CellSet, *, floor: int, n_boot: int, n_permutations: int, seed: int) -> Geometry:
+def geometry(
+    run: Run, cells: CellSet, *, floor: int, n_boot: int, n_permutations: int, seed: int
+) -> Geometry:
     """Standardised PCA of h_first at the headline layer: explained variance with intervals, PC-valence and
     PC-arousal correlations, cell centroids and face centroids in PC1/PC2."""
     X = run.hidden[:, run.index].astype(np.float64)

@@ -33,9 +33,7 @@ class Run:
         return self.layers[self.index]
 
 
-def load_runs(
-    paths: Sequence[str], layer: int | None, cells: CellSet | None
-) -> tuple[list[Run], CellSet]:
+def load_runs(paths: Sequence[str], layer: int | None, cells: CellSet | None) -> tuple[list[Run], CellSet]:
     """The runs at ``paths``, labelled by model spec (``#2``, ``#3`` on repeats), and the cell set used.
 
     ``cells=None`` takes the set the first run's elicit stage recorded (pad9 where it recorded none).

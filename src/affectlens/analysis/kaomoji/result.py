@@ -6,7 +6,7 @@ and their PC scores), and the whole carries the cell set (for colours).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -16,13 +16,15 @@ from affectlens.cells import CellSet
 from affectlens.store.atomic import json_ready
 
 FigurePaths = dict[str, dict[str, str]]  # figure key -> {"png": path, "svg": path}, relative to the output
+Block = dict[str, Any]  # one analysis's JSON block (thin, or its numbers)
+_NOT_SERIALISED = {"json": False}
 
 
 @dataclass
 class RunAnalysis:
-    """Every analysis of one run; the blocks are what ``analysis.json`` holds under the run's label."""
+    """Every analysis of one run; the serialised fields, in order, are its entry in ``analysis.json``."""
 
-    label: str
+    label: str = field(metadata=_NOT_SERIALISED)  # the entry's key, not a field of it
     path: str
     spec: str
     n_prompts: int
@@ -30,32 +32,20 @@ class RunAnalysis:
     layers: list[int]
     headline_layer: int
     layer_rule: str
-    hidden_to_cell: dict[str, Any]
-    face_to_cell: dict[str, Any]
-    hidden_to_face: dict[str, Any]
-    geometry: dict[str, Any]
-    face_similarity: dict[str, Any]
-    # Not serialised: for the figures.
-    prompts: pd.DataFrame = field(repr=False)  # id, cell, ... in h_first row order
-    scores: np.ndarray | None = field(default=None, repr=False)  # [n_prompts, 2] PC1, PC2; None if thin
+    hidden_to_cell: Block
+    face_to_cell: Block
+    hidden_to_face: Block
+    geometry: Block
+    face_similarity: Block
+    # For the figures:
+    prompts: pd.DataFrame = field(repr=False, metadata=_NOT_SERIALISED)  # id, cell, ... in h_first row order
+    scores: np.ndarray | None = field(default=None, repr=False, metadata=_NOT_SERIALISED)  # [n_prompts, 2]
+    hidden: np.ndarray | None = field(default=None, repr=False, metadata=_NOT_SERIALISED)  # [n_prompts, d]
 
     def to_json(self, figures: FigurePaths) -> dict[str, Any]:
-        """The run's entry in ``analysis.json`` (not yet json-ready), in its fixed key order."""
-        return {
-            "path": self.path,
-            "spec": self.spec,
-            "n_prompts": self.n_prompts,
-            "n_samples": self.n_samples,
-            "layers": self.layers,
-            "headline_layer": self.headline_layer,
-            "layer_rule": self.layer_rule,
-            "hidden_to_cell": self.hidden_to_cell,
-            "face_to_cell": self.face_to_cell,
-            "hidden_to_face": self.hidden_to_face,
-            "geometry": self.geometry,
-            "face_similarity": self.face_similarity,
-            "figures": figures,
-        }
+        """The run's entry in ``analysis.json`` (not yet json-ready), ``figures`` last."""
+        entry = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("json", True)}
+        return entry | {"figures": figures}
 
 
 @dataclass
@@ -64,7 +54,7 @@ class KaomojiAnalysis:
 
     settings: dict[str, Any]
     runs: dict[str, RunAnalysis]
-    alignment: list[dict[str, Any]]  # one per pair of runs, the earlier run the reference
+    alignment: list[Block]  # one per pair of runs, the earlier run the reference
     cells: CellSet = field(repr=False)  # not serialised (its name is in settings): colours for the figures
 
     def to_json(self, figures: dict[str, FigurePaths], alignment_figures: list[FigurePaths | None]) -> dict:

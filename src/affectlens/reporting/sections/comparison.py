@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from affectlens.report.document import Figure, Section, Table
-from affectlens.report.format import MISSING, estimate, interval, number
+from affectlens.reporting.document import Figure, Section, Table
+from affectlens.reporting.format import MISSING, estimate, interval, number
 
 NO_INTERVAL = "[n/a]"  # a thin row in the Markdown table: too few faces for an interval
 

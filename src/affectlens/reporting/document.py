@@ -1,6 +1,6 @@
 """The report's building blocks: sections made of paragraphs, tables and figures.
 
-Analyses describe what they found as ``Section`` objects; ``affectlens.report.render`` turns a list of them
+Analyses describe what they found as ``Section`` objects; ``affectlens.reporting.render`` turns a list of them
 into one self-contained HTML file (figures embedded) and a Markdown file beside it.
 """
 

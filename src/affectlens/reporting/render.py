@@ -4,7 +4,7 @@ The HTML opens offline: CSS is inline and every figure is embedded as a base64 `
 can be mailed or archived alone. The page comes from the jinja2 template ``templates/report.html.j2`` with
 autoescape on; the inline markdown of text (`code`, **bold**, *emphasis*) goes through markdown-it with raw
 HTML off, so text from a run can never inject markup. The Markdown twin carries the same content and points
-at the figures by relative path. Numbers are formatted by :mod:`affectlens.report.format`, re-exported here.
+at the figures by relative path. Numbers are formatted by :mod:`affectlens.reporting.format`, re-exported here.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from affectlens.errors import AffectlensError
-from affectlens.report.document import Figure, Section, Table
-from affectlens.report.format import MISSING, numbers_in, unsigned_zero
-from affectlens.report.format import number as format_number
+from affectlens.reporting.document import Figure, Section, Table
+from affectlens.reporting.format import MISSING, numbers_in, unsigned_zero
+from affectlens.reporting.format import number as format_number
 from affectlens.store.atomic import write_text
 
 __all__ = ["embedded_images", "format_number", "inline_html", "numbers_in", "plain_text", "render"]
@@ -58,7 +58,7 @@ def plain_text(text: str) -> str:
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("affectlens.report", "templates"),
+        loader=jinja2.PackageLoader(__package__ or "affectlens.reporting", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -85,7 +85,8 @@ def render(sections: list[Section], out_dir: Path, *, title: str, subtitle: str 
     }
     anchors = _anchors([s.title for s in sections])
     views = [_section_view(s, a, images) for s, a in zip(sections, anchors, strict=True)]
-    page = _environment().get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=views)
+    template = _environment().get_template("report.html.j2")
+    page = template.render(title=title, subtitle=subtitle, sections=views)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     write_text(html_path, page)
     write_text(md_path, _markdown_twin(sections, out_dir, title=title, subtitle=subtitle))
@@ -169,7 +170,7 @@ def _grid(table: Table) -> tuple[list[_Cell], list[list[_Cell]]]:
 
 
 def _section_view(section: Section, anchor: str, images: dict[int, bytes]) -> dict[str, Any]:
-    """What the template needs of a section: plain values, so the template holds no logic of its own."""
+    """What the template needs of a section: plain values, so the template only lays them out."""
     blocks: list[dict[str, Any]] = []
     for block in section.blocks:
         if isinstance(block, Table):

@@ -1,0 +1,323 @@
+"""Report sections for the kaomoji analyses, read from the ``analysis.json`` dict: what each question found,
+in tables, sentences and captioned figures that say what they show and what they do not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from affectlens.analysis.kaomoji import CLASSIFIER, CV, INTERVAL, LAYER_RULE
+from affectlens.reporting.document import Figure, Section, Table
+from affectlens.reporting.figures.umap import CAPTION as UMAP_CAPTION
+from affectlens.reporting.format import estimate, number, p_value
+
+Blocks = list[str | Table | Figure]
+
+
+def _thin_text(d: dict) -> str:
+    return f"thin data: {d.get('reason', 'too little data')}"
+
+
+def _figure(out: Path, figures: dict, key: str, caption: str) -> list[Figure]:
+    return [Figure(out / figures[key]["png"], caption)] if key in figures else []
+
+
+def _with_numbers(
+    runs: dict, key: str, rows: list[dict], column: str, **extra: str
+) -> Iterator[tuple[str, dict]]:
+    """(label, ``key`` block) of each run whose block has numbers; a thin block puts its reason in ``rows``."""
+    for label, run in runs.items():
+        block = run[key]
+        if block["thin"]:
+            rows.append({"run": label, **extra, column: _thin_text(block)})
+        else:
+            yield label, block
+
+
+def _hidden_to_cell_rows(runs: dict) -> list[dict]:
+    rows: list[dict] = []
+    for label, h2c in _with_numbers(runs, "hidden_to_cell", rows, "accuracy [95% CI]", what="—"):
+        for what, d in (
+            ("headline layer " + number(h2c["headline"]["layer"]), h2c["headline"]),
+            ("all layers concatenated", h2c["all_layers"]),
+        ):
+            rows.append(
+                {
+                    "run": label,
+                    "what": what,
+                    "accuracy [95% CI]": estimate(d["accuracy"], d["accuracy_ci"]),
+                    "macro-F1 [95% CI]": estimate(d["macro_f1"], d["macro_f1_ci"]),
+                    "chance": number(d["chance"]),
+                    "majority baseline": number(d["majority_baseline"]),
+                    "p (permutation)": p_value(d),
+                    "n prompts": number(d["n"]),
+                }
+            )
+    return rows
+
+
+def _hidden_to_cell(runs: dict, settings: dict, out: Path) -> Section:
+    blocks: Blocks = [
+        "Can the affect cell of a prompt be read off the model's hidden state at the last prompt token "
+        f"(h_first)? One row per prompt; {settings.get('cv', CV)}; classifier: {settings.get('classifier', CLASSIFIER)}. "
+        f"The headline layer is fixed in advance ({settings.get('layer_rule', LAYER_RULE)}), and only it "
+        "carries a permutation test (cell labels shuffled between prompts, the whole cross-validation redone). "
+        f"Intervals: {INTERVAL}. A high score says the prompts' cells are linearly separable in the hidden "
+        "state; it does not say the model feels anything, nor that the separation is about emotion rather "
+        "than other differences between the prompt sets.",
+        Table(pd.DataFrame(_hidden_to_cell_rows(runs)), caption="Cell from hidden state, out-of-fold."),
+    ]
+    for label, run in runs.items():
+        h2c, figures = run["hidden_to_cell"], run.get("figures", {})
+        if h2c["thin"]:
+            continue
+        head = h2c["headline"]
+        blocks.append(
+            f"{label}: at layer {number(head['layer'])} the cell is recovered for {number(head['accuracy'])} of "
+            f"{number(head['n'])} prompts (95% CI {number(head['accuracy_ci'][0])} to {number(head['accuracy_ci'][1])}), "
+            f"against chance {number(head['chance'])} and a majority baseline of {number(head['majority_baseline'])}; "
+            f"permutation p = {p_value(head)}. Layer rule: {head['layer_rule']}."
+        )
+        blocks += _figure(
+            out,
+            figures,
+            "depth",
+            f"{label}: out-of-fold cell accuracy from h_first at each layer, with 95% bootstrap bands, chance, "
+            "the majority baseline and the all-layers score. It shows where in depth the prompt sets are most "
+            "linearly separable; the curve has no permutation test per layer and its peak was not used to pick "
+            "the headline layer. It does not show what the features are, or that the model is in any state.",
+        )
+        blocks += _figure(
+            out,
+            figures,
+            "confusion",
+            f"{label}: out-of-fold confusion matrices (rows: the prompt's cell; columns: predicted). Counts are "
+            "printed; colour is the share of the row. It shows which cells the hidden state (and, where shown, "
+            "the face) confuses with which; it does not show why.",
+        )
+    return Section("Hidden state → cell", blocks)
+
+
+def _face_to_cell_rows(runs: dict) -> list[dict]:
+    rows = []
+    for label, run in runs.items():
+        f2c = run["face_to_cell"]
+        row = {
+            "run": label,
+            "coverage [95% CI]": estimate(f2c["coverage"], f2c["coverage_ci"]),
+            "samples (with face / all)": f"{number(f2c['n_with_face'])} / {number(f2c['n_samples'])}",
+            "distinct faces": number(f2c.get("n_faces", 0)),
+        }
+        if f2c["thin"]:
+            row["accuracy [95% CI]"] = _thin_text(f2c)
+        else:
+            row.update(
+                {
+                    "accuracy [95% CI]": estimate(f2c["accuracy"], f2c["accuracy_ci"]),
+                    "chance": number(f2c["chance"]),
+                    "majority baseline": number(f2c["majority_baseline"]),
+                    "seen-face share": number(f2c["seen_share"]),
+                    "p (permutation)": p_value(f2c),
+                }
+            )
+        rows.append(row)
+    return rows
+
+
+def _hidden_to_face_rows(runs: dict) -> list[dict]:
+    rows: list[dict] = []
+    for label, h2f in _with_numbers(runs, "hidden_to_face", rows, "accuracy [95% CI]"):
+        rows.append(
+            {
+                "run": label,
+                "accuracy [95% CI]": estimate(h2f["accuracy"], h2f["accuracy_ci"]),
+                "majority-face baseline": number(h2f["majority_baseline"]),
+                "gain over baseline [95% CI]": estimate(
+                    h2f["gain_over_majority"], h2f["gain_over_majority_ci"]
+                ),
+                "p (permutation)": p_value(h2f),
+                "faces": number(h2f["n_faces"]),
+                "samples / prompts": f"{number(h2f['n_samples'])} / {number(h2f['n_prompts'])}",
+            }
+        )
+    return rows
+
+
+def _face_to_cell(runs: dict, settings: dict) -> Section:
+    return Section(
+        "Face → cell",
+        [
+            "Does the face alone tell which kind of prompt it followed? Each sample's face predicts the majority "
+            "cell of that face in the training folds (folds grouped by prompt); a face never seen in training gets "
+            "the training folds' majority cell. Accuracy is over samples that carry a face; coverage is the share "
+            "of all samples that carry one. The permutation test shuffles cells between prompts and redoes the "
+            "folds. This measures whether faces are used in consistent contexts, not what the model feels.",
+            Table(pd.DataFrame(_face_to_cell_rows(runs)), caption="Cell from face alone, out-of-fold."),
+            "Can the face be read off h_first? Among samples whose face was emitted at least "
+            f"{number(settings.get('floor', 3))} times, a classifier on h_first at the headline layer predicts the face "
+            "(top-1), compared with always predicting the training folds' commonest face. The permutation test "
+            "shuffles hidden states between prompts. Faces vary between samples of one prompt, so even a perfect "
+            "reading of the hidden state cannot reach accuracy 1.",
+            Table(pd.DataFrame(_hidden_to_face_rows(runs)), caption="Face from hidden state, out-of-fold."),
+        ],
+    )
+
+
+def _geometry_tables(runs: dict) -> Blocks:
+    var_rows: list[dict] = []
+    cor_rows: list[dict] = []
+    for label, geo in _with_numbers(runs, "geometry", var_rows, "PC1 [95% CI]"):
+        var_rows.append(
+            {"run": label, "layer": number(geo["layer"]), "n prompts": number(geo["n_prompts"])}
+            | {
+                f"PC{v['pc']} variance [95% CI]": estimate(v["ratio"], v["ci"])
+                for v in geo["explained_variance"]
+            }
+        )
+        for c in geo["correlations"]:
+            cor_rows.append(
+                {
+                    "run": label,
+                    "PC": f"PC{c['pc']}",
+                    "axis": c["axis"] + (" (paired)" if c.get("paired") else ""),
+                    "r [95% CI]": _thin_text(c) if c.get("thin") else estimate(c["r"], [c["lo"], c["hi"]]),
+                    "p (permutation)": "n/a" if c.get("thin") else p_value(c),
+                    "n prompts": number(c.get("n", geo["n_prompts"])),
+                }
+            )
+    blocks: Blocks = [
+        Table(
+            pd.DataFrame(var_rows),
+            caption="Share of variance of the first principal components, with 95% bootstrap intervals over prompts "
+            "(repeated prompts in a resample push the interval upward).",
+        )
+    ]
+    if cor_rows:
+        blocks.append(
+            Table(
+                pd.DataFrame(cor_rows), caption="Pearson r of PC scores with the cells' valence and arousal."
+            )
+        )
+    return blocks
+
+
+def _alignment(alignment: list[dict], out: Path) -> Blocks:
+    rows = []
+    for al in alignment:
+        row = {"reference": al["reference"], "other": al["other"]}
+        if al.get("skipped"):
+            row["disparity [95% CI]"] = f"skipped: {al['reason']}"
+        elif al.get("thin"):
+            row["disparity [95% CI]"] = _thin_text(al)
+        else:
+            row.update(
+                {
+                    "disparity [95% CI]": estimate(al["disparity"], al["disparity_ci"]),
+                    "disparity p": p_value(al, "disparity_p_value"),
+                    "RSA Spearman r [95% CI]": estimate(al["rsa"], al["rsa_ci"]),
+                    "RSA p": p_value(al, "rsa_p_value"),
+                    "shared prompts / cells": f"{number(al['n_prompts'])} / {number(al['n_cells'])}",
+                }
+            )
+        rows.append(row)
+    blocks: Blocks = []
+    if rows:
+        blocks.append(
+            "Across runs on the same prompts: the cell centroids of each run are centred, put in their own "
+            "principal axes and scaled to unit size; the other run is rotated onto the reference (orthogonal "
+            "Procrustes, no scaling), and the disparity is the remaining squared mismatch (0 = same "
+            "arrangement). RSA is the Spearman correlation of the two runs' cell-to-cell distances; both carry a "
+            "permutation test that shuffles the other run's cell labels. Bootstrap intervals resample shared "
+            "prompts; the extra centroid noise makes them lean toward worse agreement than the estimate."
+        )
+        blocks.append(Table(pd.DataFrame(rows), caption="Cross-model alignment of cell centroids."))
+    for al in alignment:
+        if "figures" in al:
+            blocks += _figure(
+                out,
+                al["figures"],
+                "alignment",
+                f"{al['other']} cell centroids rotated onto {al['reference']}'s (first two axes of the "
+                "reference's centroid space; lines join the same cell). It shows whether the two models arrange "
+                "the cells alike relative to each other; it does not show that they use the same features, and "
+                "two axes hide part of the mismatch.",
+            )
+    return blocks
+
+
+def _geometry(runs: dict, alignment: list[dict], out: Path) -> Section:
+    blocks: Blocks = [
+        "Where do prompts and faces sit in the hidden state? Per run, h_first at the headline layer, each "
+        "feature standardised over prompts, then PCA. PCs have no inherent sign or order of meaning: PC1 and "
+        "PC2 are paired with valence or arousal (whichever pairing correlates more) and flipped to correlate "
+        "positively; all four correlations are listed. The pairing was chosen on these data.",
+        *_geometry_tables(runs),
+    ]
+    for label, run in runs.items():
+        figures = run.get("figures", {})
+        blocks += _figure(
+            out,
+            figures,
+            "pca",
+            f"{label}: each prompt's h_first projected on the first two principal components, coloured by the "
+            "prompt's cell, with cell centroids. It shows how the prompt sets spread along the two directions "
+            "of largest variance; it does not show emotion directions (large-variance axes may track length, "
+            "topic or format), and distances in two PCs understate those in the full space.",
+        )
+        blocks += _figure(
+            out,
+            figures,
+            "umap",
+            f"{label}: each prompt's h_first at the headline layer, embedded in two dimensions by UMAP and "
+            f"coloured by the prompt's cell. It does not show how far apart the cells are. {UMAP_CAPTION}",
+        )
+        blocks += _figure(
+            out,
+            figures,
+            "faces_pca",
+            f"{label}: each frequent face placed at the mean hidden state of the prompts it followed, coloured "
+            "by the cell it most often followed. A face near the sad prompts is a face that tends to appear in "
+            "contexts the model's state places near sad prompts; it does not mean the model is sad when it "
+            "uses it.",
+        )
+    return Section("Geometry and alignment", blocks + _alignment(alignment, out))
+
+
+def _face_similarity(runs: dict, settings: dict, out: Path) -> Section:
+    blocks: Blocks = [
+        "Which faces appear in similar hidden states? For faces emitted at least "
+        f"{number(settings.get('floor', 3))} times: the mean standardised h_first of each face's samples, centred "
+        "across faces, compared by cosine similarity and ordered by average-linkage clustering. Tick labels "
+        "take the colour of the cell each face most often followed."
+    ]
+    for label, run in runs.items():
+        sim = run["face_similarity"]
+        if sim["thin"]:
+            blocks.append(f"{label}: {_thin_text(sim)} ({number(sim.get('n_samples', 0))} samples).")
+            continue
+        blocks += _figure(
+            out,
+            run.get("figures", {}),
+            "face_similarity",
+            f"{label}: similarity of the contexts in which faces appear ({number(sim['n_faces'])} faces, "
+            f"{number(sim['n_samples'])} samples). Faces in one block tend to appear after prompts whose hidden states "
+            "resemble each other; it does not show that the faces mean the same thing, or that the model feels "
+            "what a face depicts.",
+        )
+    return Section("Face similarity heat maps", blocks)
+
+
+def sections(analysis: dict, out: str) -> list[Section]:
+    """Report sections for an ``analysis.json`` dict: hidden -> cell, face -> cell (and hidden -> face),
+    geometry and alignment, face similarity heat maps. ``out`` is the folder the analysis was written into."""
+    out_dir = Path(out)
+    runs = analysis.get("runs", {})
+    settings = analysis.get("settings", {})
+    return [
+        _hidden_to_cell(runs, settings, out_dir),
+        _face_to_cell(runs, settings),
+        _geometry(runs, analysis.get("alignment", []), out_dir),
+        _face_similarity(runs, settings, out_dir),
+    ]
