@@ -92,7 +92,8 @@ def compare(name, handle, renderer, prompts, config, layers, small, large) -> No
     tok = handle.tokenizer
     differ = [(ra, rb) for ra, rb in zip(a, b, strict=True) if ra["reply"] != rb["reply"]]
     print(f"\n{name}: {len(a)} replies ({len(prompts)} prompts x {config.samples}), batch {small} vs {large}")
-    print(f"  replies that differ: {len(differ)} ({len(differ) / len(a):.1%})")
+    faces = sum(ra["face"] != rb["face"] for ra, rb in zip(a, b, strict=True))
+    print(f"  replies that differ: {len(differ)} ({len(differ) / len(a):.1%}); faces that differ: {faces}")
     dl = np.array(stats.get("dlogit", [0.0]))
     print(
         f"  |logit difference| at steps with equal history: max {dl.max():.2e}, median {np.median(dl):.2e}, "
@@ -108,7 +109,7 @@ def compare(name, handle, renderer, prompts, config, layers, small, large) -> No
         (p.id, s): generate.row_seed(config.seed, p.id, s) for p in prompts for s in range(config.samples)
     }
     first_steps = []
-    for ra, rb in differ:
+    for ra, _ in differ:
         seed = seeds[(ra["prompt_id"], ra["sample"])]
         step = 0
         while (

@@ -4,7 +4,10 @@ Reference: one ``model.generate(..., output_hidden_states=True)`` per sample at 
 the prompt for every sample and always decodes to the token cap (or EOS). affectlens: batched prompts, one
 prefill per prompt shared by its samples through the KV cache, ``h_first`` from that prefill, and early stop
 once a reply's face is settled. Prints samples per second for both, their ratio, and the largest ``h_first``
-difference (within atol = rtol = 1e-4).
+difference relative to its layer's scale (the largest |h| of that prompt and layer): residual norms grow from
+a few units in the first layers to hundreds in the last, so one elementwise tolerance fits no layer. Float32
+rounding of batched against batch-1 kernels stays near 1e-6 of the scale; the bench fails above 1e-4, which
+only a real disagreement (another position, layer or prompt) reaches.
 
     python bench/elicit.py [--model smollm2-135m] [--per-cell 2] [--samples 8]
 """
@@ -16,11 +19,14 @@ import time
 
 import torch
 
-from affectlens import ElicitConfig, load_model
+from affectlens import load_model
+from affectlens.config import ElicitConfig
 from affectlens.faces import extract_face
 from affectlens.runtime.render import Renderer
 from affectlens.stages.elicit import generate_batch, resolve_layers
 from affectlens.stimuli import load_prompts
+
+RELATIVE_TOLERANCE = 1e-4  # of each (prompt, layer)'s largest |h|
 
 
 def reference(handle, renderer, prompts, samples: int, max_new_tokens: int) -> tuple[torch.Tensor, list[str]]:
@@ -95,20 +101,24 @@ def main() -> None:
     h_ref, replies = reference(handle, renderer, prompts, args.samples, args.max_new_tokens)
     ref_s = time.perf_counter() - start
 
-    # Agreement to 1e-4 in torch.testing's sense: |a - b| <= 1e-4 + 1e-4 |b| (residual norms reach the hundreds).
-    excess = ((h_ours - h_ref).abs() - (1e-4 + 1e-4 * h_ref.abs())).max().item()
-    diff = (h_ours - h_ref).abs().max().item()
+    # Per (prompt, layer): the largest |difference| over the width, over that layer's largest |h|.
+    diff = (h_ours - h_ref).abs()
+    scale = h_ref.abs().amax(dim=-1).clamp(min=1e-12)  # [prompts, layers]
+    relative = diff.amax(dim=-1) / scale
+    worst = divmod(int(relative.argmax()), relative.shape[1])
     ours_rate, ref_rate = n_samples / ours_s, n_samples / ref_s
     face_rate_ours = sum(r["face"] is not None for r in records) / n_samples
     face_rate_ref = sum(extract_face(r) is not None for r in replies) / n_samples
     print(f"reference : {ref_s:7.1f} s  {ref_rate:6.2f} samples/s  face rate {face_rate_ref:.3f}")
     print(f"affectlens: {ours_s:7.1f} s  {ours_rate:6.2f} samples/s  face rate {face_rate_ours:.3f}")
     print(f"speed-up  : {ours_rate / ref_rate:.1f}x")
+    ok = relative.max().item() <= RELATIVE_TOLERANCE
     print(
-        f"h_first max |difference|: {diff:.2e}, max |h| {h_ref.abs().max().item():.1f}; "
-        f"{'ok' if excess <= 0 else 'FAIL'}: atol = rtol = 1e-4"
+        f"h_first max |difference| {diff.max().item():.2e} (max |h| {h_ref.abs().max().item():.1f}); "
+        f"per layer, max |difference| / max |h| {relative.max().item():.2e} (prompt {worst[0]}, "
+        f"layer {layers[worst[1]]}); {'ok' if ok else 'FAIL'}: tolerance {RELATIVE_TOLERANCE:.0e} of the scale"
     )
-    if excess > 0:
+    if not ok:
         raise SystemExit(1)
 
 

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from affectlens import load_model
+from affectlens.config import LikelihoodConfig
+from affectlens.runtime.face_scoring import max_nodes, score_prompt, shared_head
 from affectlens.runtime.render import Renderer
-from affectlens.stages.likelihood import LikelihoodConfig, max_nodes, score_prompt, shared_head
 from affectlens.stimuli import load_catalogue, load_prompts
 
 

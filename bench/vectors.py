@@ -24,9 +24,10 @@ import time
 import torch
 
 from affectlens import load_model
+from affectlens.config import VectorsConfig
 from affectlens.runtime.capture import position_ids
 from affectlens.runtime.tokens import right_pad
-from affectlens.stages.vectors import DEFAULT_BATCH_TOKENS, _items, buckets, run_bucket
+from affectlens.stages.vectors import _items, buckets, run_bucket
 from affectlens.stimuli.corpus import load_corpus
 
 
@@ -72,8 +73,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--stories", type=int, default=24, help="stories, spread evenly over the corpus")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--offset", type=int, default=50)
-    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
+    parser.add_argument("--offset", type=int, default=VectorsConfig().offset)
+    parser.add_argument("--batch-tokens", type=int, default=VectorsConfig().batch_tokens)
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)

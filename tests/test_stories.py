@@ -1,4 +1,4 @@
-"""Story generation: the acceptance rules, retries with counts, the corpus it writes, resume, and a real model."""
+"""Story generation: the acceptance rules, retries with counts, the corpus it writes, resume, and sampling."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from conftest import tiny_handle
 
 import affectlens.stages.stories as stories_module
+from affectlens.config import StoryConfig
 from affectlens.errors import AffectlensError
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.stages.stories import (
-    StoryConfig,
     clean_story,
     generate_stories,
     judge,
@@ -133,7 +133,7 @@ def tiny(tokenizer) -> ModelHandle:
     return tiny_handle(tokenizer, "llama", num_hidden_layers=2)
 
 
-def test_sampling_a_real_model_is_seeded_and_bounded(source, tiny):
+def test_sampling_a_model_is_seeded_and_bounded(source, tiny):
     handle = tiny
     renderer = Renderer(handle.tokenizer, stories_module.INSTRUCTION)
     config = StoryConfig(min_words=2, max_words=6, max_new_tokens=12)

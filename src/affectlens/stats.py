@@ -38,6 +38,7 @@ __all__ = [
     "grouped_cv_predict",
     "grouped_folds",
     "macro_f1",
+    "min_attainable_p",
     "pearson_with_ci",
     "permutation_test",
 ]
@@ -214,6 +215,11 @@ def _labels_per_group(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np
     return group_label, codes
 
 
+def min_attainable_p(n_permutations: int) -> float:
+    """1 / (n_permutations + 1): the p-value of (k + 1) / (n + 1) when no null score reaches the observed one."""
+    return 1.0 / (n_permutations + 1)
+
+
 class PermutationResult(NamedTuple):
     """What :func:`permutation_test` found; it unpacks as ``p_value, null`` like the plain pair it extends."""
 
@@ -226,8 +232,7 @@ class PermutationResult(NamedTuple):
 
     @property
     def min_attainable_p(self) -> float:
-        """1 / (n_permutations + 1): the p-value when no null score reaches the observed one."""
-        return 1.0 / (self.n_permutations + 1)
+        return min_attainable_p(self.n_permutations)
 
 
 def permutation_test(

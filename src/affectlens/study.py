@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, nested_validation, one_line
 from affectlens.errors import AffectlensError
-from affectlens.stimuli import PromptSet, content_hash
 
 Stage = Literal["elicit", "likelihood", "vectors", "compare", "analyze", "report"]
 ALL_STAGES: tuple[str, ...] = ("elicit", "likelihood", "vectors", "compare", "analyze", "report")
@@ -154,7 +152,7 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
             if stage == "elicit":
                 block = study.elicit
                 config = ElicitConfig(**block.model_dump(exclude={"prompts_per_cell"}) | per_model)
-                subset = _balanced(prompts, block.prompts_per_cell)
+                subset = prompts.balanced(block.prompts_per_cell)
                 summary = api.elicit(handle, folder, prompts=subset, config=config, quiet=quiet)
                 log(f"{entry.name}: face rate {summary['face_rate']:.3f} over {summary['n_samples']} samples")
             elif stage == "likelihood":
@@ -162,7 +160,7 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
                 config = LikelihoodConfig(
                     **block.model_dump(exclude={"faces", "prompts_per_cell"}) | {"primed": entry.primed}
                 )
-                subset = _balanced(prompts, block.prompts_per_cell)
+                subset = prompts.balanced(block.prompts_per_cell)
                 api.likelihood(handle, folder, faces=block.faces, prompts=subset, config=config, quiet=quiet)
             else:
                 api.vectors(handle, folder, quiet=quiet)
@@ -194,19 +192,3 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
     if "report" in study.stages:
         result["report"] = str(api.report(root, title=study.name, timings=timings))
     return result
-
-
-def _balanced(prompts: PromptSet, per_cell: int | None) -> PromptSet:
-    """The first ``per_cell`` prompts of each cell, as a prompt set of its own (content hash and source)."""
-    if per_cell is None:
-        return prompts
-    taken: dict[str, int] = {}
-    chosen = []
-    for prompt in prompts:
-        if taken.get(prompt.cell, 0) < per_cell:
-            taken[prompt.cell] = taken.get(prompt.cell, 0) + 1
-            chosen.append(prompt)
-    if len(chosen) == len(prompts):
-        return prompts
-    source = f"{prompts.source} (balanced subset of {len(chosen)})"
-    return PromptSet(tuple(chosen), content_hash(asdict(p) for p in chosen), source, prompts.cells)

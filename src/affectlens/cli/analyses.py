@@ -12,7 +12,7 @@ from rich.table import Table
 from affectlens import api
 from affectlens.cli.common import Quiet, app, console, user_errors
 from affectlens.config import AnalysisConfig
-from affectlens.reporting.format import headline, number
+from affectlens.reporting.format import estimate, headline, number
 
 A = AnalysisConfig.default
 
@@ -96,12 +96,10 @@ def print_headlines(result: dict[str, Any]) -> None:
 def print_emotion_headlines(results: dict[str, dict[str, Any]]) -> None:
     table = Table("model", "layer", "probe -> emotion", "implicit top-3")
     for label, result in results.items():
-        implicit = result.get("implicit", {})
-        top3 = implicit.get("top3", implicit) if isinstance(implicit, dict) else {}
-        table.add_row(
-            label, number(result.get("layer")), headline(result.get("probe", {}).get("headline", {})),
-            number(top3.get("rate", top3.get("accuracy"))) if isinstance(top3, dict) else number(None),
-        )  # fmt: skip
+        top3 = result.get("implicit", {}).get("top3")
+        implicit = estimate(top3["accuracy"], (top3.get("lo"), top3.get("hi"))) if top3 else number(None)
+        probe = headline(result.get("probe", {}).get("headline", {}))
+        table.add_row(label, number(result.get("layer")), probe, implicit)
     console.print(table)
 
 
@@ -138,11 +136,12 @@ def demo(
 ) -> None:
     """The built-in study: both bundled models, elicitation, likelihood, comparison, analysis, report."""
     from affectlens.store.read import read_json
+    from affectlens.store.runs import KAOMOJI_ANALYSIS
     from affectlens.study import demo_study, run_study
 
     started = time.perf_counter()
     result = run_study(demo_study(str(out)), quiet=quiet, log=lambda m: console.print(m, highlight=False))
-    analysis = out / "analysis" / "analysis.json"
+    analysis = out / "analysis" / KAOMOJI_ANALYSIS
     if analysis.exists():
         print_headlines(read_json(analysis))
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s", highlight=False)

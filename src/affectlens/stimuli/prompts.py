@@ -59,6 +59,21 @@ class PromptSet:
     def __iter__(self):
         return iter(self.prompts)
 
+    def balanced(self, per_cell: int | None) -> PromptSet:
+        """The first ``per_cell`` prompts of each cell, as a prompt set of its own (hash and source)."""
+        if per_cell is None:
+            return self
+        taken: dict[str, int] = {}
+        chosen = []
+        for prompt in self.prompts:
+            if taken.get(prompt.cell, 0) < per_cell:
+                taken[prompt.cell] = taken.get(prompt.cell, 0) + 1
+                chosen.append(prompt)
+        if len(chosen) == len(self.prompts):
+            return self
+        source = f"{self.source} (balanced subset of {len(chosen)})"
+        return PromptSet(tuple(chosen), content_hash(asdict(p) for p in chosen), source, self.cells)
+
     def to_frame(self) -> pd.DataFrame:
         frame = pd.DataFrame([asdict(p) for p in self.prompts])
         frame["n_chars"] = frame["text"].str.len()

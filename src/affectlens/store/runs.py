@@ -78,23 +78,22 @@ def write_elicit(root: Path, generations: pd.DataFrame, prompts: pd.DataFrame, h
     write_tensors(root / "h_first.safetensors", {"h_first": h_first}, metadata=metadata)
 
 
-def read_elicit(path: Path | str) -> ElicitRun:
+def _finished(path: Path | str, kind: str) -> tuple[Path, dict[str, Any]]:
+    """(folder, manifest entry) of a run whose ``kind`` stage finished, or a clear error."""
     store = RunStore(path)
-    entry = store.require(ELICIT)
-    return ElicitRun(
-        path=str(path),
-        generations=read_parquet(store.root / "generations.parquet"),
-        prompts=read_parquet(store.root / "prompts.parquet"),
-        h_first=read_tensors(store.root / "h_first.safetensors")["h_first"],
-        entry=entry,
-    )
+    return store.root, store.require(kind)
+
+
+def read_elicit(path: Path | str) -> ElicitRun:
+    root, entry = _finished(path, ELICIT)
+    h_first = read_tensors(root / "h_first.safetensors")["h_first"]
+    generations, prompts = read_parquet(root / "generations.parquet"), read_parquet(root / "prompts.parquet")
+    return ElicitRun(str(path), generations, prompts, h_first, entry)
 
 
 def read_generations(path: Path | str) -> pd.DataFrame:
     """Only the generations of a finished elicitation run (no tensors read)."""
-    store = RunStore(path)
-    store.require(ELICIT)
-    return read_parquet(store.root / "generations.parquet")
+    return read_parquet(_finished(path, ELICIT)[0] / "generations.parquet")
 
 
 def emitted_faces(path: Path | str) -> list[str]:
@@ -128,22 +127,18 @@ def write_likelihood(root: Path, logp: pd.DataFrame, face_cells: pd.DataFrame, p
 
 
 def read_likelihood(path: Path | str) -> LikelihoodRun:
-    store = RunStore(path)
-    entry = store.require(LIKELIHOOD)
-    return LikelihoodRun(
-        path=str(path),
-        logp=read_parquet(store.root / "face_logp.parquet"),
-        face_cells=read_parquet(store.root / "face_cells.parquet").set_index("face"),
-        prompts=read_parquet(store.root / "prompts.parquet"),
-        entry=entry,
-    )
+    root, entry = _finished(path, LIKELIHOOD)
+    logp, prompts = read_parquet(root / "face_logp.parquet"), read_parquet(root / "prompts.parquet")
+    return LikelihoodRun(str(path), logp, _face_cells(root), prompts, entry)
+
+
+def _face_cells(root: Path) -> pd.DataFrame:
+    return read_parquet(root / "face_cells.parquet").set_index("face")
 
 
 def read_face_cells(path: Path | str) -> pd.DataFrame:
     """Only the per-face cell table of a finished likelihood run, indexed by face (no log-probs read)."""
-    store = RunStore(path)
-    store.require(LIKELIHOOD)
-    return read_parquet(store.root / "face_cells.parquet").set_index("face")
+    return _face_cells(_finished(path, LIKELIHOOD)[0])
 
 
 # ---------------------------------------------------------------------------------------------- vectors
@@ -184,9 +179,7 @@ def write_vectors(root: Path, tables: dict[str, pd.DataFrame], activations: dict
 
 
 def read_vectors(path: Path | str) -> VectorsRun:
-    store = RunStore(path)
-    entry = store.require(VECTORS)
-    root = store.root
+    root, entry = _finished(path, VECTORS)
     acts = read_tensors(root / "activations.safetensors")
     vecs = read_tensors(root / "vectors.safetensors")
     tables = {name: read_parquet(root / f"{name}.parquet") for name in VECTOR_TABLES}
@@ -197,7 +190,7 @@ def read_vectors(path: Path | str) -> VectorsRun:
         denoised=vecs["denoised"].numpy(),
         layers=[int(x) for x in entry["layers"]],
         entry=entry,
-        layer_convention=str(store.manifest().get("layer_convention", "")),
+        layer_convention=str(RunStore(root).manifest().get("layer_convention", "")),
         **tables,
     )
 

@@ -72,7 +72,7 @@ def bridge(
         "null_mean": None,
     }
     if n_permutations > 0:
-        p, null = permutation_test(
+        test = permutation_test(
             lambda y: float(np.mean(predicted == y)),
             prompt_cells,
             rows,
@@ -81,10 +81,10 @@ def bridge(
             seed=seed,
         )
         out.update(
-            p_value=p,
-            null_mean=float(null.mean()),
-            n_permutations=n_permutations,
-            min_attainable_p=1 / (n_permutations + 1),
+            p_value=test.p_value,
+            null_mean=float(test.null.mean()),
+            n_permutations=test.n_permutations,
+            min_attainable_p=test.min_attainable_p,
         )
     return out
 

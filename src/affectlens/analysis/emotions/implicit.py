@@ -52,7 +52,7 @@ def implicit_test(
         lo, hi = bootstrap_ci(lambda idx, h=hit: h[idx].mean(), rows, n_boot=n_boot, seed=seed)
         entry = {"accuracy": float(hit.mean()), "lo": lo, "hi": hi, "p_value": None}
         if n_permutations > 0:
-            entry["p_value"], _ = permutation_test(
+            test = permutation_test(
                 lambda t, k=k: float(np.mean(ranks(t) < k)),
                 truth,
                 rows,
@@ -60,7 +60,7 @@ def implicit_test(
                 n_permutations=n_permutations,
                 seed=seed,
             )
-            entry["min_attainable_p"] = 1 / (n_permutations + 1)
+            entry["p_value"], entry["min_attainable_p"] = test.p_value, test.min_attainable_p
         out[f"top{k}"] = entry
     out["scenarios"] = [
         {

@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 from sklearn.preprocessing import StandardScaler
 
 from affectlens.analysis.emotions.common import THREADPOOLS
-from affectlens.stats import evaluate_classifier, grouped_folds
+from affectlens.stats import evaluate_classifier, grouped_folds, min_attainable_p
 
 
 def softmax_regression(
@@ -186,7 +186,7 @@ def _probe_permutations(
     return {
         "n_permutations": n_permutations,
         "p_value": (k + 1) / (n_permutations + 1),
-        "min_attainable_p": 1 / (n_permutations + 1),
+        "min_attainable_p": min_attainable_p(n_permutations),
         "n_null_at_least_observed": k,
         "null_mean": scored_correct / scored,
         "null_rows_scored": scored,
