@@ -1,11 +1,11 @@
 """Measurement: how far elicitation depends on batch size, and why.
 
-Runs the same prompts and samples through ``generate_batch`` in length-sorted batches of ``--small`` and of
-``--large`` prompts (as the stage groups them), sampled and greedy, and compares them row by row: how many
-replies differ, at which reply token the first difference arises, how large the logit differences are at the
-steps where both runs had generated the same tokens so far, and, for each first difference, how close the
-row's random draw sat to a token boundary of the inverse CDF (sampled) or how close the top two logits were
-(greedy). Also compares ``h_first`` layer by layer, relative to each layer's scale.
+Runs the elicitation stage on the same prompts and samples with ``batch_prompts`` = ``--small`` and
+``--large``, sampled and greedy, and compares the two runs row by row: how many replies differ, at which reply
+token the first difference arises, how large the logit differences are at the steps where both runs had
+generated the same tokens so far, and, for each first difference, how close the row's random draw sat to a
+token boundary of the inverse CDF (sampled) or how close the top two logits were (greedy). Also compares
+``h_first`` layer by layer, relative to each layer's scale.
 
     python bench/batch_invariance.py [--model smollm2-135m] [--prompts 32] [--samples 4] [--large 32]
 """
@@ -13,86 +13,86 @@ row's random draw sat to a token boundary of the inverse CDF (sampled) or how cl
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
+import pandas as pd
 import torch
 
 from affectlens import ElicitConfig, load_model
 from affectlens.runtime import generate
-from affectlens.runtime.render import Renderer
-from affectlens.stages.elicit import generate_batch, resolve_layers
-from affectlens.stimuli import load_prompts
+from affectlens.stages.elicit import elicit
+from affectlens.stimuli import PromptSet, load_prompts
+from affectlens.store.runs import read_elicit
 
 
 @contextmanager
 def recording(store: dict, reference: dict | None, stats: dict):
-    """Patch the sampler: per (row seed, step) keep (logits, draw, token); compare with ``reference``."""
-    real = generate.sample_tokens
+    """Patch ``Sampling.draw``: per (row seed, step) keep (logits, draw, token, cdf); compare with ``reference``.
+
+    ``cdf`` is the row's unnormalised CDF as the sampler builds it (None when greedy).
+    """
+    real = generate.Sampling.draw
     steps: Counter = Counter()
     diverged: set[int] = set()
 
-    def sample(logits, generators, temperature):
+    def draw(sampling, logits, generators):
         states = [g.get_state() for g in generators]
-        tokens = real(logits, generators, temperature)
+        tokens = real(sampling, logits, generators)
+        cdf = sampling.probabilities(logits).cumsum(dim=-1).cpu() if sampling.temperature > 0 else None
         for j, g in enumerate(generators):
             key = (g.initial_seed(), steps[g.initial_seed()])
             steps[g.initial_seed()] += 1
-            draw = torch.rand((), generator=torch.Generator().set_state(states[j])).item()
+            u = torch.rand((), generator=torch.Generator().set_state(states[j])).item()
             row = logits[j].detach().float().cpu().clone()
-            store[key] = (row, draw, int(tokens[j]))
+            store[key] = (row, u, int(tokens[j]), None if cdf is None else cdf[j].clone())
             if reference is not None and key in reference and key[0] not in diverged:
                 other = reference[key][0]
                 finite = torch.isfinite(row) & torch.isfinite(other)
                 stats.setdefault("dlogit", []).append((row[finite] - other[finite]).abs().max().item())
-                stats.setdefault("step", []).append(key[1])
                 if reference[key][2] != int(tokens[j]):
                     diverged.add(key[0])
         return tokens
 
-    generate.sample_tokens = sample
+    generate.Sampling.draw = draw
     try:
         yield
     finally:
-        generate.sample_tokens = real
+        generate.Sampling.draw = real
 
 
-def run(handle, renderer, prompts, config, layers, size):
-    """h_first [prompts, layers, d] in prompt order and the records, batching as the stage does."""
-    order = sorted(range(len(prompts)), key=lambda i: len(renderer.encode(prompts[i].text)))
-    hidden: dict[int, torch.Tensor] = {}
-    records = []
-    for start in range(0, len(order), size):
-        batch = order[start : start + size]
-        h, recs = generate_batch(handle, renderer, [prompts[i] for i in batch], config, layers)
-        hidden.update({i: h[k] for k, i in enumerate(batch)})
-        records += recs
-    records.sort(key=lambda r: (r["prompt_id"], r["sample"]))
-    return torch.stack([hidden[i] for i in range(len(prompts))]), records
+def run(handle, prompts: PromptSet, config: ElicitConfig, size: int) -> tuple[torch.Tensor, list[dict]]:
+    """h_first [prompts, layers, d] and the generations, in prompt order, from the stage itself."""
+    with tempfile.TemporaryDirectory() as out:
+        elicit(handle, out, prompts, config.model_copy(update={"batch_prompts": size}), quiet=True)
+        result = read_elicit(out)
+    return result.h_first, result.generations.to_dict("records")
 
 
-def boundary_margin(row: torch.Tensor, draw: float, temperature: float) -> tuple[float, int]:
-    """(distance of the scaled draw from the nearest CDF boundary, token) as ``sample_tokens`` computes it."""
-    cdf = torch.softmax(row.float() / temperature, dim=-1).cumsum(dim=-1)
-    x = draw * cdf[-1]
-    token = int(torch.searchsorted(cdf, x[None]).clamp(max=len(cdf) - 1))
-    low = cdf[token - 1] if token > 0 else torch.tensor(0.0)
-    return min((x - low).item(), (cdf[token] - x).item()), token
+def boundary_margin(cdf: torch.Tensor, u: float) -> float:
+    """How far the scaled draw lies from the nearest boundary of the row's CDF (as the sampler scales it)."""
+    return (cdf - u * cdf[-1]).abs().min().item()
 
 
-def compare(name, handle, renderer, prompts, config, layers, small, large) -> None:
+def _same(x, y) -> bool:
+    """Equal, with no face (None or NaN, as parquet gives it back) equal to no face."""
+    return (pd.isna(x) and pd.isna(y)) or x == y
+
+
+def compare(name, handle, prompts: PromptSet, config: ElicitConfig, small: int, large: int) -> None:
     ref_store: dict = {}
     with recording(ref_store, None, {}):
-        h_small, a = run(handle, renderer, prompts, config, layers, small)
+        h_small, a = run(handle, prompts, config, small)
     stats: dict = {}
     store: dict = {}
     with recording(store, ref_store, stats):
-        h_large, b = run(handle, renderer, prompts, config, layers, large)
+        h_large, b = run(handle, prompts, config, large)
     tok = handle.tokenizer
     differ = [(ra, rb) for ra, rb in zip(a, b, strict=True) if ra["reply"] != rb["reply"]]
     print(f"\n{name}: {len(a)} replies ({len(prompts)} prompts x {config.samples}), batch {small} vs {large}")
-    faces = sum(ra["face"] != rb["face"] for ra, rb in zip(a, b, strict=True))
+    faces = sum(not _same(ra["face"], rb["face"]) for ra, rb in zip(a, b, strict=True))
     print(f"  replies that differ: {len(differ)} ({len(differ) / len(a):.1%}); faces that differ: {faces}")
     dl = np.array(stats.get("dlogit", [0.0]))
     print(
@@ -112,17 +112,14 @@ def compare(name, handle, renderer, prompts, config, layers, small, large) -> No
     for ra, _ in differ:
         seed = seeds[(ra["prompt_id"], ra["sample"])]
         step = 0
-        while (
-            store.get((seed, step), (None, None, -1))[2] == ref_store.get((seed, step), (None, None, -2))[2]
-        ):
+        while store[(seed, step)][2] == ref_store[(seed, step)][2]:
             step += 1
         first_steps.append(step)
-        row_a, draw, tok_a = ref_store[(seed, step)]
-        row_b, _, tok_b = store[(seed, step)]
+        row_a, u, tok_a, cdf_a = ref_store[(seed, step)]
+        row_b, _, tok_b, _ = store[(seed, step)]
         d = (row_a - row_b)[torch.isfinite(row_a)].abs().max().item()
-        if config.temperature > 0:
-            margin, _ = boundary_margin(row_a, draw, config.temperature)
-            why = f"draw {margin:.1e} from a CDF boundary"
+        if cdf_a is not None:
+            why = f"draw {boundary_margin(cdf_a, u):.1e} from a CDF boundary"
         else:
             top = torch.topk(row_a, 2).values
             why = f"top-2 logit gap {(top[0] - top[1]).item():.1e}"
@@ -148,14 +145,13 @@ def main() -> None:
     torch.set_grad_enabled(False)
     handle = load_model(args.model, dtype=args.dtype)
     everything = list(load_prompts())
-    prompts = everything[:: max(1, len(everything) // args.prompts)][: args.prompts]
-    renderer = Renderer(handle.tokenizer)
-    layers = resolve_layers(handle, None)
+    chosen = everything[:: max(1, len(everything) // args.prompts)][: args.prompts]
+    prompts = PromptSet(tuple(chosen), "bench", "bench")
     print(f"{args.model} ({handle.dtype}, {handle.device}, {torch.get_num_threads()} threads)")
     sampled = ElicitConfig(samples=args.samples, max_new_tokens=args.max_new_tokens)
-    compare("sampled, temperature 1", handle, renderer, prompts, sampled, layers, args.small, args.large)
+    compare("sampled, temperature 1", handle, prompts, sampled, args.small, args.large)
     greedy = ElicitConfig(samples=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
-    compare("greedy", handle, renderer, prompts, greedy, layers, args.small, args.large)
+    compare("greedy", handle, prompts, greedy, args.small, args.large)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from affectlens.runtime import generate
 from affectlens.runtime.capture import LastToken, capture
 from affectlens.runtime.generate import Suppressor, _eos_ids, row_seed, sample_tokens
 from affectlens.runtime.render import Renderer
-from affectlens.stages.elicit import elicit, generate_batch, stop_reason, summarize
+from affectlens.stages.elicit import elicit, generate_batch, stop_reason
 from affectlens.stimuli import PromptSet, load_prompts
 from affectlens.store.runs import read_elicit
 
@@ -157,16 +157,10 @@ def test_empty_and_bad_requests_fail_clearly(tiny, tmp_path):
         elicit(tiny, str(tmp_path / "l"), _subset(), ElicitConfig(layers=(99,)), quiet=True)
 
 
-def test_stop_reason_and_summary():
+def test_stop_reason():
     assert stop_reason("(^_^) hello") == "face"
     assert stop_reason("hello there") == "no_face"
     assert stop_reason("hm\nmore") == "line"
-    generations = pd.DataFrame(
-        {"cell": ["LP", "LP", "LN"], "face": ["(^_^)", None, "(;_;)"], "prompt_id": ["a", "a", "b"]}
-    )
-    summary = summarize(generations)
-    assert summary["n_samples"] == 3 and summary["n_distinct_faces"] == 2
-    assert summary["cells"]["LP"] == {"n": 2, "face_rate": 0.5, "top_faces": [["(^_^)", 1]]}
 
 
 def test_suppressor_blocks_the_last_token_of_a_face_and_emoji_tokens():
@@ -200,37 +194,29 @@ def test_a_draw_depends_on_its_row_alone():
 
 
 class Draws:
-    """Records every sampling step of every row: (row seed, reply token index) -> (logits, draw, token)."""
+    """Records every sampling step of every row: (row seed, reply token index) -> (cdf, draw, token).
+
+    ``cdf`` is the row's unnormalised CDF as ``Sampling.draw`` builds it, ``draw`` the row's uniform draw.
+    """
 
     def __init__(self) -> None:
         self.steps: dict[tuple[int, int], tuple[torch.Tensor, float, int]] = {}
         self.count: dict[int, int] = {}
 
     def wrap(self, real):
-        def sample(logits, generators, temperature):
+        def draw(sampling, logits, generators):
             states = [g.get_state() for g in generators]
-            tokens = real(logits, generators, temperature)
+            tokens = real(sampling, logits, generators)
+            cdf = sampling.probabilities(logits).cumsum(dim=-1).cpu()
             for j, g in enumerate(generators):
                 seed = g.initial_seed()
                 step = self.count.get(seed, 0)
                 self.count[seed] = step + 1
-                draw = torch.rand((), generator=torch.Generator().set_state(states[j])).item()
-                self.steps[(seed, step)] = (logits[j].float().cpu().clone(), draw, int(tokens[j]))
+                u = torch.rand((), generator=torch.Generator().set_state(states[j])).item()
+                self.steps[(seed, step)] = (cdf[j].clone(), u, int(tokens[j]))
             return tokens
 
-        return sample
-
-    def first_difference(self, other: Draws, seed: int) -> int:
-        step = 0
-        while self.steps[(seed, step)][2] == other.steps[(seed, step)][2]:
-            step += 1
-        return step
-
-
-def _boundary_distance(logits: torch.Tensor, draw: float, temperature: float) -> float:
-    """How far the scaled draw lies from the nearest CDF boundary, computed as ``sample_tokens`` does."""
-    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(dim=-1)
-    return (cdf - draw * cdf[-1]).abs().min().item()
+        return draw
 
 
 @pytest.mark.slow
@@ -241,11 +227,11 @@ def test_batched_shared_prefill_matches_naive_decoding(smollm2):
 @pytest.mark.slow
 def test_batch_size_changes_a_sample_only_where_its_draw_meets_a_cdf_boundary(smollm2, tmp_path, monkeypatch):
     prompts = _subset()
-    real = generate.sample_tokens
+    real = generate.Sampling.draw
     draws = {}
     for name, size in (("a", 2), ("b", 9), ("again", 9)):
         draws[name] = Draws()
-        monkeypatch.setattr(generate, "sample_tokens", draws[name].wrap(real))
+        monkeypatch.setattr(generate.Sampling, "draw", draws[name].wrap(real))
         summary = elicit(
             smollm2, str(tmp_path / name), prompts, ElicitConfig(samples=3, batch_prompts=size), quiet=True
         )
@@ -253,14 +239,22 @@ def test_batch_size_changes_a_sample_only_where_its_draw_meets_a_cdf_boundary(sm
     a, b, again = (read_elicit(tmp_path / name) for name in ("a", "b", "again"))
     pd.testing.assert_frame_equal(b.generations, again.generations)  # the same batching: bitwise the same
     assert torch.equal(b.h_first, again.h_first)
-    _assert_layers_close(b.h_first, a.h_first, 1e-5)  # measured: 1.2e-6 of each layer's largest |h|
-    differ = a.generations[a.generations["reply"] != b.generations["reply"]]
-    assert len(differ) <= 3  # measured: 0 of 27 here; 3 of 128 (2.3%) with 32 prompts x 4, batch 1 vs 32
-    for row in differ.itertuples():
+    _assert_layers_close(b.h_first, a.h_first, 1e-5)  # measured: 8.5e-7 of each layer's largest |h|
+    differ = int((a.generations["reply"] != b.generations["reply"]).sum())
+    # measured: 0 of 27 here; bench/batch_invariance.py, batch 1 vs 32: 3 of 128 and 4 of 256 replies
+    assert differ <= 3
+    flipped = 0
+    for row in a.generations.itertuples():
         seed = row_seed(0, row.prompt_id, row.sample)
-        step = draws["a"].first_difference(draws["b"], seed)
-        logits_a, draw, _ = draws["a"].steps[(seed, step)]
-        logits_b, _, _ = draws["b"].steps[(seed, step)]
-        finite = torch.isfinite(logits_a)
-        assert (logits_a - logits_b)[finite].abs().max() < 1e-3  # the same state, rounded differently
-        assert _boundary_distance(logits_a, draw, 1.0) < 1e-5  # measured: 2e-7 to 5e-7
+        step = 0
+        while (seed, step) in draws["a"].steps and (seed, step) in draws["b"].steps:  # the same history
+            cdf_a, u, token_a = draws["a"].steps[(seed, step)]
+            cdf_b, _, token_b = draws["b"].steps[(seed, step)]
+            assert (cdf_a - cdf_b).abs().max() < 1e-3  # the same distribution, rounded differently
+            if token_a != token_b:
+                # The draw lies on a CDF boundary: within rounding of it. Measured: 1e-7 to 5e-7.
+                assert (cdf_a - u * cdf_a[-1]).abs().min() < 1e-5
+                flipped += 1
+                break
+            step += 1
+    assert flipped == differ  # every reply that differs does so from a draw on a CDF boundary

@@ -7,10 +7,18 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from affectlens.faces import canonicalize, extract_face, face_settled, fold_width, is_emoji_cluster
+from affectlens.faces import (
+    GLYPH_LETTERS,
+    canonicalize,
+    extract_face,
+    face_settled,
+    fold_width,
+    is_emoji_cluster,
+    is_well_formed,
+)
 from affectlens.stimuli import load_catalogue
 
 CASES_PATH = Path(__file__).parent / "data" / "face_cases.jsonl"
@@ -313,3 +321,71 @@ def test_settled_replies_keep_their_face(text, more):
 def test_words_of_any_script_are_not_bracketless_faces(reply):
     # Rule 3 counts only symbols and marks as face characters, so a word in another script is prose.
     assert extract_face(reply) is None
+
+
+# ------------------------------------------------------------------------------------ well-formedness
+
+
+# Real kaomoji styles, written for this test: bracketed faces with arms, cheeks and glyph letters, and
+# bracketless ones.
+REAL_KAOMOJI = [
+    "(^_^)", "(^▽^)", "(╥﹏╥)", "(ಥ﹏ಥ)", "(¬_¬)", "(•_•)", "(⊙_⊙)", "(≧▽≦)", "(◕‿◕)", "(╯°□°)",
+    "(ᵔᴥᵔ)", "ʕ•ᴥ•ʔ", "(っ˘ω˘ς)", "(´・ω・`)", "(˘▽˘)", "(T_T)", "(o_O)", "(>_<)", "(;´Д`)", "(*^▽^*)",
+    "(✿◠‿◠)", "(ง'̀-'́)", "(ノ°∀°)", "(ﾟдﾟ)", "(⌐■_■)", "(҂◡_◡)", "(｡•́︿•̀｡)", "(=^・ω・^=)", "(ó﹏ò)",
+    "(ツ)", "(눈_눈)", "(T-T)", "(._.)", "(;_;)", "[¬º-°]", "{•̃_•̃}", "^_^", "T_T", "-_-", ":)", ";-(",
+    "ಠ_ಠ", "\\o/", "^^;", "u_u", "0_0", "x_x", "(^人^)", "(`皿´)", "(ಠ益ಠ)",
+]  # fmt: skip
+# Bracketed noise of the kinds small models open replies with: numbers, list markers, words, kana and kanji
+# runs, fractions, years, unclosed brackets.
+NOISE = [
+    "(65)", "(1_1100000000", "(2-+1-0)", "(4N\\)", "(Sこ子)", "(+「+が行ここできてきま", "(中--だ.)", "(1.)",
+    "(½)", "(P)", "(i", "(498)", "(a)", "(iii)", "(2024)", "(1/2)", "(笑)", "(はい)", "[1]", "{x}", "(5%)",
+    "($)", "(ok)", "(TM)", "(7.)", "()", "(+)", "(^_^", "(ab_c)", "(15J)",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("face", REAL_KAOMOJI)
+def test_real_kaomoji_are_well_formed(face):
+    assert is_well_formed(face), face
+
+
+@pytest.mark.parametrize("face", load_catalogue())
+def test_every_catalogue_face_is_well_formed(face):
+    assert is_well_formed(face)
+
+
+@pytest.mark.parametrize("noise", NOISE)
+def test_bracketed_noise_is_not_well_formed(noise):
+    face = extract_face(noise + " and then")
+    assert face is not None and not face.well_formed, noise
+
+
+def test_emoji_keep_their_own_rules():
+    face = extract_face("👍🏽 sure")
+    assert face.kind == "emoji" and face.well_formed
+
+
+def test_markdown_escaped_emphasis_is_unescaped_before_extraction():
+    assert extract_face("(\\*´∀｀\\*) yes").text == "(*´∀`*)"
+    assert extract_face("(\\_\\_;) hm").text == "(__;)"
+    assert extract_face("(/ω\\) no").text == "(/ω\\)"  # a backslash that is part of the face stays
+
+
+@given(st.sampled_from("0123456789½"), st.text(alphabet="0123456789+-−*/=.,:%½", max_size=8))
+def test_bracketed_numbers_are_never_well_formed(digit, rest):
+    assert not is_well_formed(f"({digit}{rest})") and not is_well_formed(f"({rest}{digit})")
+
+
+@given(st.text(alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Lo")), min_size=2, max_size=6))
+def test_bracketed_words_are_never_well_formed(word):
+    assume(not set(word) & GLYPH_LETTERS)
+    assert not is_well_formed(f"({word})")
+
+
+@given(
+    st.sampled_from([f for f in load_catalogue() if f[0] == "("]), st.sampled_from(["ヽ", "ノ", "o", "ᕕ", ""])
+)
+def test_catalogue_faces_with_arms_stay_well_formed_and_unclosed_ones_do_not(face, arm):
+    extracted = extract_face(f"{arm}{face}{arm} ok")
+    assert extracted is not None and extracted.well_formed
+    assert not is_well_formed(face[:-1])  # the same face, unclosed

@@ -12,15 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import jensenshannon
 
+from affectlens.analysis.ensembles import average_encoders, lookup_table, subset_search
 from affectlens.analysis.similarity import (
-    average_encoders,
     check_encoder,
     compare_to_truth,
     emission_encoder,
     js_similarity,
-    lookup_table,
     pairwise_similarity,
-    subset_search,
 )
 from affectlens.cells import default_cells
 from affectlens.errors import AffectlensError

@@ -61,9 +61,29 @@ class Config(BaseModel):
         return self.model_dump(mode="json")
 
 
-class ElicitConfig(Config):
-    samples: int = Field(8, ge=1, description="samples per prompt")
+class SamplingConfig(Config):
+    """How tokens are drawn: temperature, then top-k, top-p and min-p, each off at its default."""
+
     temperature: float = Field(1.0, ge=0, description="0 = greedy")
+    top_k: int = Field(0, ge=0, description="keep the k most likely tokens (0 = off)")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="keep the smallest set of tokens with this mass (1 = off)"
+    )
+    min_p: float = Field(
+        0.0, ge=0, lt=1, description="drop tokens below min_p x the top probability (0 = off)"
+    )
+
+    def identity(self) -> dict[str, Any]:
+        # A filter left off is not written, so that runs made before the filters existed still resume.
+        out = super().identity()
+        return {k: v for k, v in out.items() if k not in SAMPLING_OFF or v != SAMPLING_OFF[k]}
+
+
+SAMPLING_OFF = {"top_k": 0, "top_p": 1.0, "min_p": 0.0}
+
+
+class ElicitConfig(SamplingConfig):
+    samples: int = Field(8, ge=1, description="samples per prompt")
     max_new_tokens: int = Field(24, ge=1)
     seed: int = 0
     instruction: str = DEFAULT_INSTRUCTION
@@ -74,7 +94,7 @@ class ElicitConfig(Config):
     batch_prompts: int = Field(32, ge=1)
 
     def identity(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json", exclude={"batch_prompts"})
+        out = {k: v for k, v in super().identity().items() if k != "batch_prompts"}
         return out | {"layers": list(self.layers) if self.layers else "all"}
 
 
@@ -96,7 +116,7 @@ class VectorsConfig(Config):
     batch_tokens: int = Field(2048, ge=1)
 
 
-class StoryConfig(Config):
+class StoryConfig(SamplingConfig):
     stories_per_topic: int = Field(1, ge=1)
     min_words: int = Field(80, ge=1)
     max_words: int = Field(150, ge=1)
@@ -107,7 +127,7 @@ class StoryConfig(Config):
     batch: int = Field(12, ge=1)
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"batch"})
+        return {k: v for k, v in super().identity().items() if k != "batch"}
 
 
 class AnalysisConfig(Config):

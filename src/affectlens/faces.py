@@ -1,4 +1,4 @@
-"""Face extraction and canonicalization: which kaomoji or emoji a reply opens with, in one canonical form.
+r"""Face extraction and canonicalization: which kaomoji or emoji a reply opens with, in one canonical form.
 
 The rules are fixed so that two runs, two models and two papers count the same face as the same string.
 Extraction (``extract_face``): skip leading whitespace and markdown markers; then try, in order, a bracketed
@@ -6,11 +6,15 @@ kaomoji (up to three "arm" characters, then a balanced bracket group, then trail
 whitespace), a leading run of emoji grapheme clusters, and a bracketless token of 2-16 characters.
 Canonicalization (``canonicalize``): NFC, delete invisible format characters outside emoji sequences, fold
 full-width ASCII, delete whitespace, keep only the outermost bracket group that starts at the first opening
-bracket.
+bracket. Markdown escapes of emphasis characters (``\*``, ``\_``, ``\~``, ``\```) are undone first.
+
+Extraction says what a reply opens with; ``well_formed`` says whether that is a kaomoji at all, or bracketed
+noise such as ``(65)``, ``(1.)`` or ``(Sこ子)`` (see :func:`is_well_formed`).
 """
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -36,16 +40,31 @@ _PROSE_WORD = regex.compile(rf"[A-Za-z]{{{PROSE_WORD_LETTERS},}}")
 _GRAPHEME = regex.compile(r"\X")
 _EMOJI_START = regex.compile(r"\p{Emoji_Presentation}|\p{Regional_Indicator}")
 _PICTOGRAPHIC = regex.compile(r"\p{Extended_Pictographic}")
+# Chat renderers escape markdown emphasis inside kaomoji: "(\*´∀｀\*)" is "(*´∀｀*)" on screen. Brackets and
+# slashes are not unescaped: "(/ω\)" is a face with a backslash in it.
+_MARKDOWN_ESCAPE = regex.compile(r"\\([*_~`])")
+
+# Letters and digits that kaomoji use as eyes, mouths, cheeks and arms. Any other letter of a CJK, kana or
+# Hangul script makes a bracket group a word ("(笑)", "(Sこ子)"); other scripts' letters may stand alone.
+GLYPH_LETTERS = frozenset(
+    "ωεзДдʖʘᴥᵔᵕᴗʕʔಠಥಸᗒᗕᗣᗨᗩΦμπιςꈍツッノﾉロヘメヮーﾟっつへゝ人皿益口ㄒㅂㅍㆁㆆㆍㅅㅠㅜㅡ눈º๑ง"
+)
+_WORD_SCRIPTS = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Bopomofo}]")
+_NUMBER_PUNCTUATION = frozenset("+-−*/=.,:%")
+# Western emoticons are the one bracketless form whose bracket is a mouth: ":)", ";-(", "=]".
+_EMOTICON = regex.compile(r"^[:;=8][-'^o]?[()\[\]]$")
 
 
 @dataclass(frozen=True)
 class Face:
-    """A face that opens a reply: its canonical text, its kind, and the raw span it came from."""
+    """A face that opens a reply: its canonical text, its kind, the raw span it came from, and whether it
+    is a well-formed kaomoji (or an emoji) rather than bracketed noise."""
 
     text: str
     kind: FaceKind
     raw: str
     end: int  # index in the reply just past the raw face
+    well_formed: bool = True
 
 
 def fold_width(text: str) -> str:
@@ -225,10 +244,53 @@ def extract_face(reply: str) -> Face | None:
     if end is None:
         return None
     raw = reply[start:end]
-    text = canonicalize(raw)
+    text = canonicalize(_MARKDOWN_ESCAPE.sub(r"\1", raw))
     if not text:
         return None
-    return Face(text=text, kind=kind, raw=raw, end=end)
+    return Face(text=text, kind=kind, raw=raw, end=end, well_formed=is_well_formed(text, kind))
+
+
+def _is_letter(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "LN" and ch not in GLYPH_LETTERS
+
+
+def is_well_formed(face: str, kind: FaceKind = "kaomoji") -> bool:
+    r"""Whether a canonical face is a kaomoji (or an emoji) rather than bracketed noise.
+
+    Emoji are well-formed by extraction. A kaomoji is well-formed when all hold:
+
+    1. its brackets balance: it is one bracket group, or it has no brackets, or it is a western emoticon
+       whose bracket is the mouth (``:)``, ``;-(``);
+    2. it has a face glyph: a symbol, mark or punctuation that is not sentence punctuation (``.,!?;:'"``),
+       or one of ``GLYPH_LETTERS`` (``ツ ω Д ᴥ ಥ ಠ`` ...); a bracket group holds at least two characters,
+       or one glyph letter (``(ツ)``);
+    3. it holds no word: no letter of a CJK, kana or Hangul script outside ``GLYPH_LETTERS``, no two other
+       letters or digits side by side (``(4N\)``), and at most four of them in all (single ASCII letters
+       stand as eyes: ``T_T``, ``u_u``, ``0_0``);
+    4. it is no number: not digits with only ``+-−*/=.,:%`` between them (``(2-+1-0)``, ``(½)``, ``(5%)``).
+    """
+    if kind == "emoji":
+        return True
+    if _EMOTICON.match(face):
+        return True
+    has_bracket = any(ch in OPENERS or ch in CLOSERS for ch in face)
+    if has_bracket and not (face[0] in OPENERS and _match_bracket(face, 0) == len(face) - 1):
+        return False
+    inner = face[1:-1] if has_bracket else face
+    if not inner or (has_bracket and len(inner) < 2 and inner not in GLYPH_LETTERS):
+        return False
+    if _WORD_SCRIPTS.search("".join(ch for ch in inner if ch not in GLYPH_LETTERS)):
+        return False
+    letters = [i for i, ch in enumerate(inner) if _is_letter(ch)]
+    if len(letters) > 4 or any(b == a + 1 for a, b in itertools.pairwise(letters)):
+        return False
+    digits = [ch for ch in inner if unicodedata.category(ch)[0] == "N" and ch not in GLYPH_LETTERS]
+    if digits and all(ch in _NUMBER_PUNCTUATION or ch in digits for ch in inner):
+        return False  # "(1.)", "(2-+1-0)", "(½)"
+    return any(
+        ch in GLYPH_LETTERS or (_is_face_character(ch) and ch not in OPENERS and ch not in CLOSERS)
+        for ch in inner
+    )
 
 
 def face_settled(reply: str) -> bool:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, nested_validation, one_line
 from affectlens.errors import AffectlensError
+from affectlens.reporting.format import number
 
 Stage = Literal["elicit", "likelihood", "vectors", "compare", "analyze", "report"]
 ALL_STAGES: tuple[str, ...] = ("elicit", "likelihood", "vectors", "compare", "analyze", "report")
@@ -154,7 +155,10 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
                 config = ElicitConfig(**block.model_dump(exclude={"prompts_per_cell"}) | per_model)
                 subset = prompts.balanced(block.prompts_per_cell)
                 summary = api.elicit(handle, folder, prompts=subset, config=config, quiet=quiet)
-                log(f"{entry.name}: face rate {summary['face_rate']:.3f} over {summary['n_samples']} samples")
+                log(
+                    f"{entry.name}: opens with a bracket or emoji {number(summary['face_rate'])}; well-formed "
+                    f"face {number(summary.get('well_formed_rate'))}; over {summary['n_samples']} samples"
+                )
             elif stage == "likelihood":
                 block = study.likelihood
                 config = LikelihoodConfig(

@@ -7,6 +7,7 @@ code in registry order (each row sums to 1), and an integer column ``"n"`` (the 
 known, else 0). Agreement is the Jensen-Shannon similarity ``1 - JSD`` in bits, which lies in [0, 1].
 Reported numbers carry n (faces and emits) and a seeded bootstrap 95% percentile interval over faces.
 
+Ensembles (averages of encoders) and the search for the best one are in ``affectlens.analysis.ensembles``.
 This module computes and returns; it draws and writes nothing (the figure and the Markdown table are in
 ``affectlens.reporting``, the files are written by ``affectlens.api.compare``).
 """
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from affectlens.analysis import selection
 from affectlens.cells import CellSet, default_cells
 from affectlens.errors import AffectlensError
 from affectlens.stats import bootstrap_ci
@@ -28,6 +30,17 @@ from affectlens.stats import bootstrap_ci
 ROW_SUM_TOLERANCE = 1e-6
 MIN_FACES = 3  # below this a mean over faces, and a bootstrap over them, says little
 GENERATION_COLUMNS = ("prompt_id", "cell", "sample", "face")
+N_SPLITS = 10  # seeded halvings of the faces behind the best ensemble's held-out score
+# Which faces a row is scored on: "own" = the truth's faces (n >= floor) this encoder scores; "common" = those
+# every encoder and the truth share, the one face set of the whole ensemble ranking.
+OWN, COMMON = "own", "common"
+BASELINE_KEYS = (
+    "uniform_face_uniform",
+    "uniform_emit_weighted",
+    "marginal_face_uniform",
+    "marginal_emit_weighted",
+)
+INTERVAL_KEYS = ("face_uniform_lo", "face_uniform_hi", "emit_weighted_lo", "emit_weighted_hi")
 
 
 def js_similarity(p: Any, q: Any, eps: float = 1e-12) -> float | np.ndarray:
@@ -173,13 +186,47 @@ def _bootstrap(sims: np.ndarray, weights: np.ndarray, n_boot: int, seed: int) ->
     }
 
 
+def _means(sims: np.ndarray, weights: np.ndarray) -> tuple[float | None, float | None]:
+    """(face-uniform, emit-weighted) means; None where there is no face, or no emit to weight by."""
+    total = weights.sum()
+    return (
+        float(sims.mean()) if len(sims) else None,
+        float((weights * sims).sum() / total) if total > 0 else None,
+    )
+
+
+def baselines(truth: pd.DataFrame, faces: Sequence[str], cells: CellSet | None = None) -> dict[str, Any]:
+    """What two know-nothing encoders score against the truth on ``faces`` (face-uniform and emit-weighted).
+
+    ``uniform``: 1/k in every cell, for every face. ``marginal``: the cell distribution of all the truth's
+    emits, the same guess for every face except that each face's own emits are left out of its guess
+    (:func:`affectlens.analysis.selection.loo_marginal`), so the baseline is never scored on counts it was
+    built from. Averaging many encoders pulls towards uniform, so an ensemble should beat both to mean much.
+    """
+    cells = cells or default_cells()
+    faces = list(faces)
+    target = _matrix(truth.loc[faces], cells)
+    weights = truth.loc[faces, "n"].to_numpy(dtype=np.float64)
+    marginal = selection.loo_marginal(_matrix(truth, cells), truth["n"].to_numpy())
+    guesses = {
+        "uniform": np.full((len(faces), len(cells)), 1.0 / len(cells)),
+        "marginal": marginal[truth.index.get_indexer(faces)],
+    }
+    result: dict[str, Any] = {}
+    for name, guess in guesses.items():
+        sims = np.asarray(js_similarity(guess, target)) if faces else np.empty(0)
+        result[f"{name}_face_uniform"], result[f"{name}_emit_weighted"] = _means(sims, weights)
+    return result
+
+
 def _summarise(
     sims: np.ndarray, weights: np.ndarray, *, n_boot: int, seed: int, floor: int
 ) -> dict[str, Any]:
     n_faces, n_emits = len(sims), int(weights.sum())
+    face_uniform, emit_weighted = _means(sims, weights)
     result: dict[str, Any] = {
-        "face_uniform": float(sims.mean()) if n_faces else None,
-        "emit_weighted": float((weights * sims).sum() / n_emits) if n_emits else None,
+        "face_uniform": face_uniform,
+        "emit_weighted": emit_weighted,
         "n_faces": n_faces,
         "n_emits": n_emits,
         "face_uniform_lo": None,
@@ -213,8 +260,10 @@ def compare_to_truth(
 
     Returns face_uniform (plain mean over faces), emit_weighted (mean weighted by the truth's n), n_faces,
     n_emits, their bootstrap 95% percentile intervals (``*_lo``, ``*_hi``; faces resampled with
-    replacement, seeded), n_boot, seed and floor. Fewer than 3 shared faces never raise: the numbers that
-    exist come back with ``thin`` true, a ``reason``, and no intervals.
+    replacement, seeded), n_boot, seed and floor; ``face_set`` ``"own"`` (these faces are this encoder's
+    own overlap with the truth) and the :func:`baselines` on the same faces (``uniform_*``, ``marginal_*``).
+    Fewer than 3 shared faces never raise: the numbers that exist come back with ``thin`` true, a
+    ``reason``, and no intervals.
     """
     cells = cells or default_cells()
     check_encoder(encoder, cells)
@@ -224,139 +273,34 @@ def compare_to_truth(
     faces = _aligned(encoder, truth, floor)
     sims = js_similarity(_matrix(encoder.loc[faces], cells), _matrix(truth.loc[faces], cells))
     weights = truth.loc[faces, "n"].to_numpy(dtype=np.float64)
-    return _summarise(np.asarray(sims), weights, n_boot=n_boot, seed=seed, floor=floor)
+    result = _summarise(np.asarray(sims), weights, n_boot=n_boot, seed=seed, floor=floor)
+    return {**result, "face_set": OWN, **baselines(truth, faces, cells)}
 
 
-def average_encoders(encoders: Sequence[pd.DataFrame], cells: CellSet | None = None) -> pd.DataFrame:
-    """The ensemble: the mean of the members' distributions on the faces every member scores.
-
-    Faces keep the first member's order; n is the members' summed n (all the emits behind the face).
-    """
-    cells = cells or default_cells()
-    if not encoders:
-        raise AffectlensError("average_encoders needs at least one encoder")
-    for frame in encoders:
-        check_encoder(frame, cells)
-    common = encoders[0].index
-    for frame in encoders[1:]:
-        common = common[common.isin(frame.index)]
-    faces = list(common)
-    matrix = np.mean([_matrix(frame.loc[faces], cells) for frame in encoders], axis=0)
-    n = np.sum([frame.loc[faces, "n"].to_numpy() for frame in encoders], axis=0)
-    return _encoder_frame(faces, matrix.reshape(len(faces), len(cells)), n, cells)
-
-
-def lookup_table(encoders: dict[str, pd.DataFrame], cells: CellSet | None = None) -> pd.DataFrame:
-    """Every face any member scores, with its distribution averaged over the members that scored it.
-
-    Faces come in order of first appearance (members in dict order); ``members`` names the members that
-    scored the face, comma-joined; n is their summed n.
-    """
-    cells = cells or default_cells()
-    if not encoders:
-        raise AffectlensError("lookup_table needs at least one encoder")
-    _check_names(list(encoders))
-    for frame in encoders.values():
-        check_encoder(frame, cells)
-    faces = list(dict.fromkeys(face for frame in encoders.values() for face in frame.index))
-    # NaN marks "not scored" so nanmean averages over exactly the members that scored each face.
-    stacked = np.stack([_matrix(frame.reindex(faces), cells) for frame in encoders.values()])
-    matrix = np.nanmean(stacked, axis=0) if faces else np.empty((0, len(cells)))
-    n = sum(frame["n"].reindex(faces, fill_value=0).to_numpy() for frame in encoders.values())
-    table = _encoder_frame(faces, matrix, n, cells)
-    table["members"] = [",".join(name for name, f in encoders.items() if face in f.index) for face in faces]
-    return table
-
-
-def subset_search(
-    encoders: dict[str, pd.DataFrame],
-    truth: pd.DataFrame,
-    *,
-    floor: int = 1,
-    max_members: int = 12,
-    n_boot: int = 1000,
-    seed: int = 0,
-    cells: CellSet | None = None,
+def pairwise_similarity(
+    encoders: dict[str, pd.DataFrame], cells: CellSet | None = None, *, faces: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Rank every non-empty subset of encoders, as an averaged ensemble, by emit-weighted similarity.
-
-    All subsets are scored on the same faces: those every encoder and the truth (n >= ``floor``) share,
-    so rows differ only by their members. Columns: members (comma-joined), size, face_uniform,
-    emit_weighted, n_faces, n_emits, and the 95% interval columns. Sorted best first (ties: higher
-    face_uniform, then fewer members). Only the best row gets a bootstrap interval: 2^k - 1 bootstraps
-    would dominate the run time, and the best row is the one that is reported. That interval is
-    conditional on having picked this subset on these faces, so it is optimistic; to estimate the
-    winner honestly, choose it on one set of prompts and score it on another.
-    """
-    cells = cells or default_cells()
-    names = list(encoders)
-    if not names:
-        raise AffectlensError("subset_search needs at least one encoder")
-    if len(names) > max_members:
-        raise AffectlensError(
-            f"subset_search over {len(names)} encoders would score {2 ** len(names) - 1} subsets; "
-            f"the limit is {max_members} encoders"
-        )
-    _check_names(names)
-    check_encoder(truth, cells)
-    for frame in encoders.values():
-        check_encoder(frame, cells)
-    faces = truth.index[truth["n"].to_numpy() >= floor]
-    for frame in encoders.values():
-        faces = faces[faces.isin(frame.index)]
-    if len(faces) == 0:
-        raise AffectlensError(f"no face is scored by every encoder and by the truth at floor {floor}")
-    target = _matrix(truth.loc[faces], cells)
-    weights = truth.loc[faces, "n"].to_numpy(dtype=np.float64)
-    n_emits = weights.sum()
-    mats = [_matrix(encoders[name].loc[faces], cells) for name in names]
-    rows, sims_by_row = [], []
-    for size in range(1, len(names) + 1):
-        for subset in itertools.combinations(range(len(names)), size):
-            sims = np.asarray(js_similarity(np.mean([mats[i] for i in subset], axis=0), target))
-            rows.append(
-                {
-                    "members": ",".join(names[i] for i in subset),
-                    "size": size,
-                    "face_uniform": float(sims.mean()),
-                    "emit_weighted": float((weights * sims).sum() / n_emits) if n_emits else math.nan,
-                    "n_faces": len(faces),
-                    "n_emits": int(n_emits),
-                }
-            )
-            sims_by_row.append(sims)
-    table = pd.DataFrame(rows)
-    # Stable sort keeps enumeration order (smaller, then earlier subsets) among exact ties.
-    table = table.sort_values(
-        ["emit_weighted", "face_uniform", "size"], ascending=[False, False, True], kind="stable"
-    )
-    best = _summarise(sims_by_row[table.index[0]], weights, n_boot=n_boot, seed=seed, floor=floor)
-    table = table.reset_index(drop=True)
-    for key in ("face_uniform_lo", "face_uniform_hi", "emit_weighted_lo", "emit_weighted_hi"):
-        table[key] = np.nan
-        table.loc[0, key] = np.nan if best[key] is None else best[key]
-    table.attrs.update({"n_boot": n_boot, "seed": seed, "floor": floor, "thin": best["thin"]})
-    return table
-
-
-def pairwise_similarity(encoders: dict[str, pd.DataFrame], cells: CellSet | None = None) -> pd.DataFrame:
     """Square matrix of face-uniform JS similarity between encoders, each pair on the faces both score.
 
-    The diagonal is 1.0; a pair with no shared face is NaN. ``.attrs["n_faces"]`` holds the shared-face
-    counts as a nested dict, so every entry's n travels with the matrix.
+    ``faces``, when given, limits every encoder to those faces first (the comparison passes the truth's
+    faces at its floor, so the heat map and the table beside it see the same faces). The diagonal is 1.0;
+    a pair with no shared face is NaN. ``.attrs["n_faces"]`` holds the shared-face counts as a nested
+    dict, so every entry's n travels with the matrix.
     """
     cells = cells or default_cells()
     names = list(encoders)
     for frame in encoders.values():
         check_encoder(frame, cells)
+    if faces is not None:
+        encoders = {name: frame.loc[frame.index.isin(list(faces))] for name, frame in encoders.items()}
     values = np.eye(len(names))
     counts = {a: {b: len(encoders[a]) if a == b else 0 for b in names} for a in names}
     for i, j in itertools.combinations(range(len(names)), 2):
         a, b = encoders[names[i]], encoders[names[j]]
-        faces = list(a.index[a.index.isin(b.index)])
-        counts[names[i]][names[j]] = counts[names[j]][names[i]] = len(faces)
-        if faces:
-            sims = js_similarity(_matrix(a.loc[faces], cells), _matrix(b.loc[faces], cells))
+        shared = list(a.index[a.index.isin(b.index)])
+        counts[names[i]][names[j]] = counts[names[j]][names[i]] = len(shared)
+        if shared:
+            sims = js_similarity(_matrix(a.loc[shared], cells), _matrix(b.loc[shared], cells))
             values[i, j] = values[j, i] = float(np.mean(sims))
         else:
             values[i, j] = values[j, i] = np.nan

@@ -57,6 +57,7 @@ def likelihood(model: ModelHandle | str, out: str | Path, *, faces: Sequence[str
     ``faces``: a list of faces, ``"catalogue"``, a file with one face a line, or an elicitation run folder
     (the faces it emitted).
     """
+    from affectlens.stages.likelihood import check_same_prompting
     from affectlens.stages.likelihood import likelihood as run
     from affectlens.stimuli import load_catalogue
     from affectlens.store.runs import emitted_faces
@@ -64,6 +65,8 @@ def likelihood(model: ModelHandle | str, out: str | Path, *, faces: Sequence[str
     config = config or LikelihoodConfig()
     if isinstance(faces, str | Path):
         source = str(faces)
+        if Path(source).is_dir():
+            check_same_prompting(source, config)
         vocabulary = (
             load_catalogue() if source == "catalogue"
             else emitted_faces(source) if Path(source).is_dir() else load_catalogue(source)

@@ -34,6 +34,9 @@ ModelSpec = Annotated[
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (resumed if it exists).")]
 Prompts = Annotated[Path | None, typer.Option(help="Prompt JSONL (default: the shipped set).")]
 Instruction = Annotated[str, typer.Option(help="System instruction.")]
+TOP_K = typer.Option(help="Keep the k most likely tokens (0: off).")
+TOP_P = typer.Option(help="Keep the smallest set of tokens with this probability mass (1: off).")
+MIN_P = typer.Option(help="Drop tokens below min-p x the top token's probability (0: off).")
 Dtype = Annotated[
     str | None, typer.Option(help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on CUDA).")
 ]

@@ -10,6 +10,9 @@ from rich.table import Table
 
 from affectlens import api
 from affectlens.cli.common import (
+    MIN_P,
+    TOP_K,
+    TOP_P,
     Device,
     Dtype,
     Instruction,
@@ -30,6 +33,7 @@ from affectlens.config import (
     StoryConfig,
     VectorsConfig,
 )
+from affectlens.reporting.format import number
 
 E, L, V, S = ElicitConfig.default, LikelihoodConfig.default, VectorsConfig.default, StoryConfig.default
 
@@ -59,6 +63,9 @@ def elicit(
     prompts: Prompts = None,
     samples: Annotated[int, typer.Option(help="Samples per prompt.")] = E("samples"),
     temperature: float = E("temperature"),
+    top_k: Annotated[int, TOP_K] = E("top_k"),
+    top_p: Annotated[float, TOP_P] = E("top_p"),
+    min_p: Annotated[float, MIN_P] = E("min_p"),
     max_new_tokens: int = E("max_new_tokens"),
     seed: int = E("seed"),
     instruction: Instruction = DEFAULT_INSTRUCTION,
@@ -78,7 +85,8 @@ def elicit(
 ) -> None:
     """Ask a model to open replies with a kaomoji; record faces and h_first."""
     config = ElicitConfig(
-        samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+        samples=samples, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        max_new_tokens=max_new_tokens, seed=seed,
         instruction=instruction, primed=primed, suppress=tuple(suppress or ()), layers=parse_layers(layers),
         batch_prompts=batch_prompts,
     )  # fmt: skip
@@ -194,6 +202,9 @@ def stories_generate(
         "max_attempts"
     ),
     temperature: float = S("temperature"),
+    top_k: Annotated[int, TOP_K] = S("top_k"),
+    top_p: Annotated[float, TOP_P] = S("top_p"),
+    min_p: Annotated[float, MIN_P] = S("min_p"),
     max_new_tokens: int = S("max_new_tokens"),
     seed: int = S("seed"),
     dtype: Dtype = None,
@@ -206,7 +217,7 @@ def stories_generate(
 
     config = StoryConfig(
         stories_per_topic=per_topic, min_words=min_words, max_words=max_words, max_attempts=max_attempts,
-        temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens, seed=seed,
     )  # fmt: skip
     source = load_corpus(corpus)
     summary = generate_stories(api.load_model(model, dtype=dtype, device=device), str(out), source, config,
@@ -222,13 +233,16 @@ def stories_generate(
 
 
 def print_elicit_summary(summary: dict[str, Any]) -> None:
-    table = Table("cell", "n", "face rate", "top faces")
+    table = Table("cell", "n", "bracket or emoji", "well-formed", "top faces")
     for cell, row in summary["cells"].items():
         faces = "  ".join(f"{face} ×{count}" for face, count in row["top_faces"])
-        table.add_row(cell, str(row["n"]), f"{row['face_rate']:.2f}", faces)
+        table.add_row(
+            cell, str(row["n"]), f"{row['face_rate']:.2f}", number(row.get("well_formed_rate"), 2), faces
+        )
     console.print(table)
     console.print(
-        f"face rate {summary['face_rate']:.3f} over {summary['n_samples']} samples, "
+        f"opens with a bracket or emoji {summary['face_rate']:.3f}, well-formed face "
+        f"{number(summary.get('well_formed_rate'))}, over {summary['n_samples']} samples, "
         f"{summary['n_distinct_faces']} distinct faces; {summary.get('seconds', 0)} s "
         f"({summary.get('samples_per_second', 0)} samples/s)",
         highlight=False,

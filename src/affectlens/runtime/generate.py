@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from affectlens.config import SamplingConfig
 from affectlens.errors import AffectlensError
 from affectlens.faces import is_emoji_cluster
 from affectlens.runtime.loading import ModelHandle
@@ -84,18 +85,57 @@ def build_suppressor(handle: ModelHandle, renderer: Renderer, suppress: Sequence
     return Suppressor(banned, sequences)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one token is drawn from a row's logits: temperature, then top-k, then top-p, then min-p (the order
+    transformers applies them), then inverse-CDF sampling with the row's own generator.
+
+    ``temperature`` 0 is greedy; ``top_k`` 0, ``top_p`` 1 and ``min_p`` 0 switch those filters off. Each
+    filter works on one row's distribution alone, so a row's draw never depends on the other rows.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+
+    @classmethod
+    def of(cls, config: SamplingConfig) -> Sampling:
+        return cls(config.temperature, config.top_k, config.top_p, config.min_p)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """[rows, vocab] probabilities after the filters (unnormalised: a filtered token gets 0)."""
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if 0 < self.top_k < probs.shape[-1]:
+            kth = probs.topk(self.top_k, dim=-1).values[:, -1:]
+            probs = torch.where(probs >= kth, probs, 0.0)
+        if self.top_p < 1:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            share = ordered.cumsum(dim=-1) / ordered.sum(dim=-1, keepdim=True)
+            # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is short.
+            keep = (share - ordered / ordered.sum(dim=-1, keepdim=True)) < self.top_p
+            probs = torch.zeros_like(probs).scatter(-1, order, torch.where(keep, ordered, 0.0))
+        if self.min_p > 0:
+            floor = self.min_p * probs.max(dim=-1, keepdim=True).values
+            probs = torch.where(probs >= floor, probs, 0.0)
+        return probs
+
+    def draw(self, logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """One token per row."""
+        if self.temperature <= 0:
+            return logits.argmax(dim=-1)
+        cdf = self.probabilities(logits).cumsum(dim=-1)
+        draws = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
+        draws = draws * cdf[:, -1]
+        tokens = torch.searchsorted(cdf, draws[:, None]).squeeze(1)
+        return tokens.clamp(max=logits.shape[-1] - 1)
+
+
 def sample_tokens(
     logits: torch.Tensor, generators: Sequence[torch.Generator], temperature: float
 ) -> torch.Tensor:
-    """One token per row by inverse-CDF sampling with that row's own generator (greedy at temperature 0)."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    draws = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
-    draws = draws * cdf[:, -1]
-    tokens = torch.searchsorted(cdf, draws[:, None]).squeeze(1)
-    return tokens.clamp(max=logits.shape[-1] - 1)
+    """One token per row at ``temperature`` with no other filter (see :class:`Sampling`)."""
+    return Sampling(temperature).draw(logits, generators)
 
 
 def _eos_ids(handle: ModelHandle) -> set[int]:
@@ -118,7 +158,7 @@ def decode(
     generators: Sequence[torch.Generator],
     *,
     max_new_tokens: int,
-    temperature: float,
+    sampling: Sampling,
     settled: Callable[[str], str | None],
     suppressor: Suppressor | None = None,
 ) -> tuple[list[list[int]], list[str]]:
@@ -137,7 +177,7 @@ def decode(
     for step in range(max_new_tokens):
         if suppressor is not None:
             logits = suppressor.apply(logits, [tokens[r] for r in active])
-        chosen = sample_tokens(logits, [generators[r] for r in active], temperature).tolist()
+        chosen = sampling.draw(logits, [generators[r] for r in active]).tolist()
         keep = []
         for j, r in enumerate(active):
             if chosen[j] in eos:

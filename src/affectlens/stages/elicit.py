@@ -20,13 +20,13 @@ from affectlens.conventions import check_layers
 from affectlens.errors import AffectlensError
 from affectlens.faces import extract_face, face_settled
 from affectlens.runtime.capture import LastToken, capture
-from affectlens.runtime.generate import Suppressor, build_suppressor, decode, row_seed
+from affectlens.runtime.generate import Sampling, Suppressor, build_suppressor, decode, row_seed
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.runtime.tokens import left_pad
 from affectlens.stages.base import Part, Stage
 from affectlens.stimuli import Prompt, PromptSet, load_prompts
-from affectlens.store.runs import ELICIT, GENERATION_COLUMNS, write_elicit
+from affectlens.store.runs import ELICIT, GENERATION_COLUMNS, well_formed_mask, write_elicit
 
 
 def stop_reason(text: str) -> str:
@@ -79,7 +79,7 @@ def generate_batch(
         mask.repeat_interleave(n, dim=0),
         generators,
         max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
+        sampling=Sampling.of(config),
         settled=settled,
         suppressor=suppressor,
     )
@@ -95,6 +95,7 @@ def generate_batch(
                 "reply": reply,
                 "face": face.text if face else None,
                 "face_kind": face.kind if face else None,
+                "well_formed": face.well_formed if face else None,
                 "n_new_tokens": len(tokens[r]),
                 "stop": stop[r],
             }
@@ -187,19 +188,27 @@ def elicit(handle: ModelHandle, out: str, prompts: PromptSet | None = None, conf
 
 
 def summarize(generations: pd.DataFrame, top: int = 3) -> dict[str, object]:
-    """Face rate per cell and the top faces per cell."""
+    """Per cell and overall: the share of replies that open with a bracket or emoji (``face_rate``), the
+    share that open with a well-formed face (``well_formed_rate``), and the top faces."""
+
+    def rates(group: pd.DataFrame) -> dict[str, object]:
+        n = max(len(group), 1)
+        well = well_formed_mask(group)
+        return {
+            "face_rate": round(group["face"].notna().sum() / n, 3),
+            "well_formed_rate": round(well.sum() / n, 3),
+        }
+
     per_cell = {}
     for cell, group in generations.groupby("cell", sort=False):
         faces = group["face"].dropna()
-        per_cell[cell] = {
-            "n": len(group),
-            "face_rate": round(len(faces) / len(group), 3),
-            "top_faces": [[face, int(count)] for face, count in faces.value_counts().head(top).items()],
-        }
-    faces = generations["face"].dropna()
+        top_faces = [[face, int(count)] for face, count in faces.value_counts().head(top).items()]
+        per_cell[cell] = {"n": len(group), **rates(group), "top_faces": top_faces}
+    well = generations["face"][well_formed_mask(generations)]
     return {
         "n_samples": len(generations),
-        "face_rate": round(len(faces) / max(len(generations), 1), 3),
-        "n_distinct_faces": int(faces.nunique()),
+        **rates(generations),
+        "n_distinct_faces": int(generations["face"].nunique()),
+        "n_distinct_well_formed": int(well.nunique()),
         "cells": per_cell,
     }

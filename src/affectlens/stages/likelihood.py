@@ -19,7 +19,7 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.stages.base import Part, Stage
 from affectlens.stimuli import PromptSet, content_hash, load_prompts
-from affectlens.store.runs import LIKELIHOOD, write_likelihood
+from affectlens.store.runs import ELICIT, LIKELIHOOD, finished_stages, write_likelihood
 
 AGGREGATIONS = ("bayes", "meanlogp")
 
@@ -86,6 +86,17 @@ def emission_over_vocabulary(
     }
 
 
+def check_same_prompting(elicit_run: str, config: LikelihoodConfig) -> None:
+    """Faces taken from an elicitation run are scored after the prompt that run used, or not at all."""
+    used = finished_stages(elicit_run).get(ELICIT, {}).get("identity", {}).get("config", {})
+    for key in ("primed", "instruction"):
+        if key in used and used[key] != getattr(config, key):
+            raise AffectlensError(
+                f"{elicit_run} was elicited with {key} = {used[key]!r}, but the likelihood would score its faces "
+                f"with {key} = {getattr(config, key)!r}; use the run's prompting (--primed, --instruction)"
+            )
+
+
 class Likelihood(Stage):
     """One part per prompt: every face's log-probability after it."""
 
@@ -105,6 +116,12 @@ class Likelihood(Stage):
             raise AffectlensError("the face vocabulary is empty")
         if len(self.prompts) == 0:
             raise AffectlensError("the prompt set is empty")
+        covered = {p.cell for p in self.prompts}
+        if missing := [c for c in get_cell_set(self.prompts.cells).codes if c not in covered]:
+            raise AffectlensError(
+                f"{self.prompts.source}: no prompts for cell(s) {', '.join(missing)}; face likelihood needs "
+                "every cell to turn scores into cell distributions"
+            )
 
     def identity(self) -> dict[str, Any]:
         return {

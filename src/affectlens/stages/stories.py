@@ -29,7 +29,7 @@ from transformers import DynamicCache
 from affectlens.config import StoryConfig
 from affectlens.errors import AffectlensError
 from affectlens.runtime.capture import position_ids
-from affectlens.runtime.generate import decode, row_seed
+from affectlens.runtime.generate import Sampling, decode, row_seed
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.runtime.tokens import left_pad
@@ -128,7 +128,7 @@ def sample_stories(
         mask,
         [torch.Generator().manual_seed(s) for s in seeds],
         max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
+        sampling=Sampling.of(config),
         settled=settled,
     )
     replies = [handle.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]

@@ -8,7 +8,12 @@ The recipe (Anthropic 2026, "emotion vectors"), done with per-sequence positions
   (``add_special_tokens=True``, so a BOS token, where the tokenizer adds one, is token 0). The range is
   applied to each sequence in its own coordinates by :class:`~affectlens.runtime.capture.TokenMean`, so
   padding never shifts it. Implicit scenarios use the same rule.
-* **Neutral activation.** The same mean over the whole dialogue (offset 0: every token, BOS included).
+* **Neutral activation.** The same rule, the same window: the mean over ``story_start(n, offset) <= k < n``.
+  Not from token 0: the first token's residual stream is an attention-sink state (at layer 19 of SmolLM2-135M
+  its norm is about 24,600 against about 215 for the others), so a mean from token 0 carries it with weight
+  ``1 / n`` and the neutral PCA then mostly finds dialogue length (its first PC correlated -0.93 with
+  ``1 / n_tokens`` over the 40 dialogues; from token 50, 0.26). The story rule starts past the sink for
+  every sequence longer than one token, unless ``offset`` is 0, which then includes it everywhere.
 * **Vectors.** Per layer, each emotion's mean story activation minus the grand mean (the mean over
   emotions of those means): ``raw``, shape ``[n_emotions, n_layers, d]``.
 * **Denoising.** Per layer, PCA of the neutral activations; the top components that together reach
@@ -48,8 +53,10 @@ LOGIT_LENS_K = 10
 POSITION_RULE = (
     "story/scenario: mean residual stream over its own tokens [start, n) with start = offset if n > offset "
     "else n // 2 (token 0 = the first token of the encoded text, BOS included where the tokenizer adds one); "
-    "neutral dialogue: mean over all its tokens (offset 0)"
+    "neutral dialogue: the same rule and offset (not from token 0, whose attention-sink state would dominate "
+    "the neutral PCA)"
 )
+NEUTRAL_START = "story_start(n, offset)"  # in the identity; runs before it averaged neutral text from token 0
 HEADLINE_RULE = "round(2/3 * (n_layers - 1)), or the stored layer nearest to it"
 LOGIT_LENS_RULE = (
     "logits(v) = lm_head(final_norm(mu + v)) - lm_head(final_norm(mu)), mu = grand mean of story activations at "
@@ -186,13 +193,14 @@ class _Item:
 
 
 def _items(handle: ModelHandle, corpus: Corpus, offset: int) -> list[_Item]:
-    texts = [(f"story:{s.id}", s.text, offset) for s in corpus.stories]
-    texts += [(f"neutral:{d.id}", d.text, 0) for d in corpus.neutral]
-    texts += [(f"implicit:{s.id}", s.text, offset) for s in corpus.implicit]
-    encoded = handle.tokenizer([t for _, t, _ in texts], add_special_tokens=True)["input_ids"]
+    """Every story, neutral dialogue and implicit scenario, each with its capture start by :func:`story_start`."""
+    texts = [(f"story:{s.id}", s.text) for s in corpus.stories]
+    texts += [(f"neutral:{d.id}", d.text) for d in corpus.neutral]
+    texts += [(f"implicit:{s.id}", s.text) for s in corpus.implicit]
+    encoded = handle.tokenizer([t for _, t in texts], add_special_tokens=True)["input_ids"]
     return [
-        _Item(key, tuple(ids), story_start(len(ids), off) if off else 0)
-        for (key, _, off), ids in zip(texts, encoded, strict=True)
+        _Item(key, tuple(ids), story_start(len(ids), offset))
+        for (key, _), ids in zip(texts, encoded, strict=True)
     ]
 
 
@@ -252,6 +260,8 @@ class Vectors(Stage):
                 "offset": self.config.offset,
                 "denoise_variance": self.config.denoise_variance,
             },
+            # A folder written under the earlier rule (neutral dialogues from token 0) must not resume.
+            "neutral_start": NEUTRAL_START,
         }
 
     def manifest_extra(self) -> dict[str, Any]:

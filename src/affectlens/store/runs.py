@@ -17,12 +17,17 @@ import torch
 
 from affectlens.conventions import H_FIRST_POSITION, LAYER_CONVENTION
 from affectlens.errors import AffectlensError
+from affectlens.faces import is_well_formed
 from affectlens.store.atomic import write_parquet, write_tensors
 from affectlens.store.manifest import MANIFEST, RunStore
 from affectlens.store.read import read_json, read_parquet, read_tensors
 
 ELICIT, LIKELIHOOD, VECTORS, STORIES = "elicit", "likelihood", "vectors", "stories"
-GENERATION_COLUMNS = ["prompt_id", "cell", "sample", "reply", "face", "face_kind", "n_new_tokens", "stop"]
+GENERATION_COLUMNS = [
+    "prompt_id", "cell", "sample", "reply", "face", "face_kind", "well_formed", "n_new_tokens", "stop",
+]  # fmt: skip
+# Which faces the analyses count: only well-formed ones (the default), or whatever a reply opens with.
+FACE_SETS = ("well_formed", "all")
 # Files that analyses leave in their output folders; the report looks for them by name.
 KAOMOJI_ANALYSIS, COMPARISON, EMOTIONS_ANALYSIS = "analysis.json", "comparison.json", "emotions.json"
 # What an encoder comparison leaves beside COMPARISON; the figure stem gets .png and .svg.
@@ -94,6 +99,14 @@ def read_elicit(path: Path | str) -> ElicitRun:
 def read_generations(path: Path | str) -> pd.DataFrame:
     """Only the generations of a finished elicitation run (no tensors read)."""
     return read_parquet(_finished(path, ELICIT)[0] / "generations.parquet")
+
+
+def well_formed_mask(generations: pd.DataFrame) -> pd.Series:
+    """True where a sample's face is well-formed; runs written before the column existed are judged now."""
+    if "well_formed" in generations:
+        return generations["well_formed"].fillna(False).astype(bool)
+    return pd.Series([isinstance(f, str) and is_well_formed(f, k) for f, k in
+                      zip(generations["face"], generations["face_kind"], strict=True)], index=generations.index)  # fmt: skip
 
 
 def emitted_faces(path: Path | str) -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from scipy.cluster.hierarchy import leaves_list, linkage
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score, silhouette_score
@@ -15,6 +16,12 @@ from affectlens.analysis.emotions.common import THREADPOOLS, unit
 from affectlens.stats import bootstrap_ci, pearson_with_ci
 
 K_RANGE = (2, 8)
+MATCH_TOP = 5  # original components a resample's components are matched to (PC1 and PC2 among them)
+AXES_INTERVAL = (
+    "95% percentile bootstrap over emotions, the PCA refitted in each resample: the resample's top "
+    f"{MATCH_TOP} components are matched one to one to the original ones by maximum total |cosine|, and the "
+    "one matched to the axis is used with the axis's sign"
+)
 STABILITY_DEFINITION = (
     "cosine of each emotion's denoised vector between adjacent stored layers, averaged over the layer pairs, "
     "then over emotions"
@@ -51,7 +58,10 @@ def affect_axes(
     """PCA of the unit vectors; Pearson r of PC1 with valence and of PC2 with arousal (signs aligned).
 
     Returns variance explained per component, the oriented PC1/PC2 scores, the signs applied, and for
-    each pairing r with its 95% bootstrap interval over emotions and a two-sided permutation p.
+    each pairing r with its 95% bootstrap interval over emotions (:data:`AXES_INTERVAL`: the PCA refitted
+    in every resample) and a two-sided permutation p (the PCA fixed: it never sees the labels). The
+    interval a fixed PCA gives, too narrow wherever the axes themselves move under resampling, is kept
+    as ``lo_fixed_pca`` / ``hi_fixed_pca``.
     """
     u = unit(vectors)
     pca = PCA(n_components=min(u.shape) - 1 if u.shape[0] <= u.shape[1] else None, svd_solver="full").fit(u)
@@ -63,16 +73,50 @@ def affect_axes(
     ]
     scores = scores * np.array(signs)
     kw = dict(n_boot=n_boot, n_permutations=n_permutations, seed=seed)
+    axes = pca.components_[:MATCH_TOP].copy()
+    axes[:2] *= np.array(signs)[:, None]
+    pairs = {}
+    for name, axis, target in (("pc1_valence", 0, valence), ("pc2_arousal", 1, arousal)):
+        entry = pearson_with_ci(scores[:, axis], target, **kw)
+        lo, hi = bootstrap_ci(
+            lambda idx, a=axis, t=target: _refit_r(u[idx], t[idx], axes, a),
+            np.arange(len(u)),
+            n_boot=n_boot,
+            seed=seed,
+        )
+        entry["lo_fixed_pca"], entry["hi_fixed_pca"] = entry["lo"], entry["hi"]
+        pairs[name] = {**entry, "lo": lo, "hi": hi, "interval": AXES_INTERVAL}
     return {
         "variance_explained": [float(x) for x in pca.explained_variance_ratio_],
         "scores": scores.tolist(),
         "signs": signs,
-        "pc1_valence": pearson_with_ci(scores[:, 0], valence, **kw),
-        "pc2_arousal": pearson_with_ci(scores[:, 1], arousal, **kw),
+        **pairs,
         # The crossed pairings, without tests: how specific each axis is.
         "pc1_arousal_r": float(np.corrcoef(scores[:, 0], arousal)[0, 1]),
         "pc2_valence_r": float(np.corrcoef(scores[:, 1], valence)[0, 1]),
     }
+
+
+def _refit_r(u: np.ndarray, target: np.ndarray, axes: np.ndarray, axis: int) -> float:
+    """r of ``target`` with a resample's own PCA component matched to original (oriented) axis ``axis``.
+
+    The resample's top components (no more than its rank) are assigned one to one to the original ``axes``
+    [m, d] by maximum total |cosine|; the one assigned to ``axis`` takes that axis's sign. NaN when the
+    resample has too few distinct rows to have that many components.
+    """
+    x = u - u.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    rank = int(np.sum(s > s[0] * 1e-10)) if s[0] > 0 else 0
+    m = min(len(axes), rank)
+    if m <= axis:
+        return float("nan")
+    cos = vt[:m] @ axes[:m].T  # [resample component, original axis]
+    rows, cols = linear_sum_assignment(-np.abs(cos))
+    picked = int(rows[cols == axis][0])
+    score = x @ (vt[picked] * np.sign(cos[picked, axis]))
+    t = target - target.mean()
+    denom = np.sqrt((score @ score) * (t @ t))
+    return float(score @ t / denom) if denom > 0 else float("nan")
 
 
 def kmeans_clusters(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,8 +21,9 @@ from affectlens.analysis.kaomoji.common import (
     thin,
 )
 from affectlens.analysis.kaomoji.loading import Run
+from affectlens.analysis.kaomoji.pc_axes import PAIRING_CORRECTION, pc_axis_correlations
 from affectlens.cells import CellSet
-from affectlens.stats import bootstrap_ci, pearson_with_ci
+from affectlens.stats import bootstrap_ci
 
 
 @dataclass
@@ -54,40 +54,6 @@ def explained_ratios(X: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
     return ratios
 
 
-def _correlations(
-    scores: np.ndarray, y: np.ndarray, cells: CellSet, *, n_boot: int, n_permutations: int, seed: int
-) -> tuple[list[dict], tuple[str, str], list[float]]:
-    """(r of PC1, PC2 with valence and arousal, the pairing, the signs); flips ``scores[:, :2]`` in place.
-
-    The PCs' signs and order are arbitrary: pair each of PC1, PC2 with one axis (the pairing with the larger
-    summed |r|), then flip each PC so its paired r is positive. All four r are reported after the flip.
-    """
-    coords = cells.coordinates()
-    axes = {
-        "valence": np.array([coords[c][0] for c in y], dtype=float),
-        "arousal": np.array([coords[c][1] for c in y], dtype=float),
-    }
-    pc = scores[:, :2]
-    raw = {
-        (j, a): float(np.corrcoef(pc[:, j], v)[0, 1]) if np.std(v) > 0 else math.nan
-        for j in range(2)
-        for a, v in axes.items()
-    }
-    pairings = [("valence", "arousal"), ("arousal", "valence")]
-    best = max(pairings, key=lambda pr: np.nansum([abs(raw[(0, pr[0])]), abs(raw[(1, pr[1])])]))
-    signs = [1.0 if not raw[(j, best[j])] < 0 else -1.0 for j in range(2)]
-    scores[:, :2] *= signs
-    correlations = []
-    for j in range(2):
-        for a, v in axes.items():
-            if np.std(v) == 0:
-                correlations.append({"pc": j + 1, "axis": a, **thin(f"every prompt's cell has the same {a}")})
-                continue
-            r = pearson_with_ci(scores[:, j], v, n_boot=n_boot, n_permutations=n_permutations, seed=seed)
-            correlations.append({"pc": j + 1, "axis": a, "paired": best[j] == a, **r})
-    return correlations, best, signs
-
-
 def geometry(
     run: Run, cells: CellSet, *, floor: int, n_boot: int, n_permutations: int, seed: int
 ) -> Geometry:
@@ -116,7 +82,7 @@ def geometry(
     for j in range(k):
         lo, hi = bootstrap_ci(lambda idx, j=j: float(ratios(idx)[j]), groups, n_boot=n_boot, seed=seed)
         variance.append({"pc": j + 1, "ratio": float(pca.explained_variance_ratio_[j]), "ci": [lo, hi]})
-    correlations, best, signs = _correlations(
+    correlations, pairing, pairing_test = pc_axis_correlations(
         scores, y, cells, n_boot=n_boot, n_permutations=n_permutations, seed=seed
     )
     summary = {
@@ -129,10 +95,12 @@ def geometry(
         "explained_variance_interval": f"{INTERVAL} (standardisation and PCA refitted per resample); repeated "
         "prompts in a resample lower its effective rank, so the interval leans above the estimate",
         "correlations": correlations,
-        "correlation_note": "Pearson r per prompt of a PC score with its cell's coordinate; the interval keeps "
-        "the PCA fixed; p is a two-sided permutation p shuffling coordinates between prompts. The pairing "
-        "was picked on these data, so its p is not corrected for that choice.",
-        "pairing": {"PC1": best[0], "PC2": best[1], "signs": signs},
+        "correlation_note": "Pearson r over cells of a cell's mean PC score (its prompts' mean) with its "
+        "coordinate, n = number of cells (valence and arousal are fixed per cell, so a cell is one independent "
+        "point); the interval resamples cells with the PCA fixed (coarse with so few cells); p is two-sided "
+        "(|r|), relabelling cells. " + PAIRING_CORRECTION.capitalize() + ".",
+        "pairing": pairing,
+        "pairing_test": pairing_test,
         "cell_centroids": {c: scores[y == c, :2].mean(axis=0).tolist() for c in labels},
         "faces": _face_centroids(run, cells, scores[:, :2], floor),
     }

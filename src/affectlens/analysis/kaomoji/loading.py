@@ -13,7 +13,7 @@ from affectlens.analysis.kaomoji.common import LAYER_RULE
 from affectlens.cells import CellSet, get_cell_set
 from affectlens.conventions import headline_layer
 from affectlens.errors import AffectlensError
-from affectlens.store.runs import ElicitRun, read_elicit
+from affectlens.store.runs import FACE_SETS, ElicitRun, read_elicit, well_formed_mask
 
 
 @dataclass
@@ -33,15 +33,20 @@ class Run:
         return self.layers[self.index]
 
 
-def load_runs(paths: Sequence[str], layer: int | None, cells: CellSet | None) -> tuple[list[Run], CellSet]:
+def load_runs(paths: Sequence[str], layer: int | None, cells: CellSet | None,
+              faces: str = "well_formed") -> tuple[list[Run], CellSet]:  # fmt: skip
     """The runs at ``paths``, labelled by model spec (``#2``, ``#3`` on repeats), and the cell set used.
 
     ``cells=None`` takes the set the first run's elicit stage recorded (pad9 where it recorded none).
+    ``faces="well_formed"`` (the default) counts only well-formed faces as faces; ``"all"`` counts whatever a
+    reply opens with.
     """
+    if faces not in FACE_SETS:
+        raise AffectlensError(f"faces must be one of {', '.join(FACE_SETS)}, got {faces!r}")
     elicited = [read_elicit(path) for path in paths]
     if cells is None:
         cells = get_cell_set(str(elicited[0].entry.get("cells", "pad9")))
-    runs = [_run(e, layer, cells) for e in elicited]
+    runs = [_run(e, layer, cells, faces) for e in elicited]
     seen: dict[str, int] = {}
     for run in runs:
         seen[run.spec] = seen.get(run.spec, 0) + 1
@@ -65,7 +70,7 @@ def _headline(path: str, layers: list[int], n_model_layers: int, layer: int | No
     return layers.index(layer), f"layer {layer}, set by the caller"
 
 
-def _run(elicited: ElicitRun, layer: int | None, cells: CellSet) -> Run:
+def _run(elicited: ElicitRun, layer: int | None, cells: CellSet, faces: str) -> Run:
     path, generations, prompts, entry = elicited.path, elicited.generations, elicited.prompts, elicited.entry
     hidden = elicited.h_first.detach().cpu().float().numpy()
     if hidden.ndim != 3 or hidden.shape[0] != len(prompts):
@@ -88,7 +93,10 @@ def _run(elicited: ElicitRun, layer: int | None, cells: CellSet) -> Run:
     if missing := sorted(set(generations["prompt_id"]) - set(row)):
         raise AffectlensError(f"{path}: generations name prompts missing from prompts.parquet: {missing[:3]}")
     face = generations["face"].astype(object)
-    face = face.where(face.notna() & (face.astype(str) != ""), None)
+    keep = face.notna() & (face.astype(str) != "")
+    if faces == "well_formed":
+        keep &= well_formed_mask(generations)
+    face = face.where(keep, None)
     samples = pd.DataFrame(
         {
             "prompt_id": generations["prompt_id"].astype(str).to_numpy(),

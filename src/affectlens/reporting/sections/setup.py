@@ -63,7 +63,10 @@ def face_usage_section(manifests: Manifests) -> Section:
     """Per finished elicitation run: face rate and top faces per cell, in the order of the run's cell set."""
     blocks: list[str | Table | Figure] = [
         "How often each model opened its reply with a face, per affect cell of the prompt, and its most frequent "
-        "faces there. A face tends to appear in contexts of that cell; this does not show what the model feels."
+        "faces there. Two rates: a reply that opens with a bracket or an emoji, and a reply that opens with a "
+        "well-formed face (balanced brackets, face glyphs, no number or word inside; see the README's face "
+        "rules). The analyses count well-formed faces only. A face tends to appear in contexts of that cell; "
+        "this does not show what the model feels."
     ]
     for folder, manifest in manifests.items():
         entry = manifest.get("stages", {}).get("elicit")
@@ -78,15 +81,17 @@ def face_usage_section(manifests: Manifests) -> Section:
                 continue
             top = ", ".join(f"{face} ({count})" for face, count in cell["top_faces"]) or MISSING
             rows.append(
-                {"cell": code, "n samples": cell["n"], "face rate": cell["face_rate"], "top faces": top}
-            )
+                {"cell": code, "n samples": cell["n"], "opens with a bracket or emoji": cell["face_rate"],
+                 "well-formed face": cell.get("well_formed_rate"), "top faces": top}
+            )  # fmt: skip
         spec = entry["identity"]["model"]["spec"]
         variant = entry.get("prompting", {}).get("variant", "")
         blocks.append(
             Table(
                 pd.DataFrame(rows),
-                f"{spec} ({variant}): face rate {number(summary['face_rate'])} over "
-                f"{summary['n_samples']} samples, {summary['n_distinct_faces']} distinct faces. "
+                f"{spec} ({variant}): opens with a bracket or emoji {number(summary['face_rate'])}; "
+                f"well-formed face {number(summary.get('well_formed_rate'))}; over {summary['n_samples']} "
+                f"samples, {summary['n_distinct_faces']} distinct faces. "
                 f"Run: {folder}",
             )
         )
