@@ -31,6 +31,7 @@ from affectlens.store.atomic import write_parquet, write_tensors
 from affectlens.store.manifest import RunStore
 
 CODES = default_cells().codes
+EYES = dict(zip(CODES, ["^", "T", ";", "•", "≧", "・", "´", "ಠ", "◕"], strict=True))  # well-formed faces
 N_PERM = 49
 N_BOOT = 100
 
@@ -83,7 +84,7 @@ def planted(n_per_cell: int = 8, n_layers: int = 3, d: int = 16, samples: int = 
     faces = []
     for c in cells:
         for _ in range(samples):
-            faces.append(None if rng.random() < 0.25 else f"({c}{'ab'[rng.integers(2)]})")
+            faces.append(None if rng.random() < 0.25 else f"({EYES[c]}{'_ω'[rng.integers(2)]}{EYES[c]})")
     return prompts, hidden, faces
 
 
@@ -136,6 +137,10 @@ def test_planted_face_to_cell(planted_analysis):
     confusion = np.asarray(f2c["confusion"])
     assert np.trace(confusion) / confusion.sum() == pytest.approx(f2c["accuracy"])
     assert f2c["n"] == f2c["n_with_face"]
+    chars = f2c["by_characters"]  # each cell has its own eyes, so the characters carry the cell too
+    assert (
+        not chars["thin"] and chars["accuracy"] > 0.95 and chars["p_value"] == pytest.approx(1 / (N_PERM + 1))
+    )
 
 
 def test_planted_hidden_to_face_and_geometry(planted_analysis):
@@ -147,10 +152,16 @@ def test_planted_hidden_to_face_and_geometry(planted_analysis):
     assert h2f["accuracy"] > h2f["majority_baseline"] + 0.2
     assert h2f["gain_over_majority_ci"][0] > 0
     assert h2f["p_value"] == pytest.approx(1 / (N_PERM + 1))
+    # The planted faces follow the cell only: nothing is left for the state beyond the cell.
+    assert h2f["within_cell"]["p_value"] > 0.05
+    assert h2f["within_cell"]["null_mean"] > h2f["null_mean"] + 0.2
     geo = run["geometry"]
     assert not geo["thin"] and len(geo["explained_variance"]) == 3
     assert len(geo["correlations"]) == 4
-    assert all(c["n"] == 72 and c["lo"] <= c["r"] <= c["hi"] for c in geo["correlations"])
+    # Valence and arousal are fixed per cell: the 9 cells are the units, not the 72 prompts.
+    assert all(c["n"] == 9 and c["n_prompts"] == 72 and c["unit"] == "cell" for c in geo["correlations"])
+    assert all(c["lo"] <= c["r"] <= c["hi"] for c in geo["correlations"])
+    assert geo["pairing_test"]["n_cells"] == 9 and geo["pairing"]["correction"]
     paired = [c for c in geo["correlations"] if c["paired"]]
     assert len(paired) == 2 and all(c["r"] >= 0 for c in paired)
     assert not geo["faces"]["thin"] and geo["faces"]["n_faces"] == 18
@@ -245,7 +256,9 @@ def test_report_embeds_every_figure_and_shows_every_number(planted_analysis, tmp
 def test_random_faces_give_chance(tmp_path):
     prompts, hidden, _ = planted(n_per_cell=6)
     rng = np.random.default_rng(5)
-    faces = [None if rng.random() < 0.25 else f"(f{rng.integers(6)})" for _ in range(len(prompts) * 3)]
+    faces = [
+        None if rng.random() < 0.25 else f"(•{'_-ω~∀ᴥ'[rng.integers(6)]}•)" for _ in range(len(prompts) * 3)
+    ]
     run = make_run(tmp_path / "random", "random-faces", hidden, prompts, faces)
     # floor 1000 leaves no face frequent enough for the per-face analyses; they come back thin.
     result = analyze_kaomoji(
@@ -263,7 +276,7 @@ def test_thin_data_is_flagged_not_reported(tmp_path):
     rng = np.random.default_rng(2)
     prompts = pd.DataFrame({"id": [f"p{i}" for i in range(6)], "cell": ["LP", "LP", "LP", "LN", "LN", "LN"]})
     hidden = rng.normal(size=(6, 2, 4))
-    faces = ["(a)", None, "(b)", None, "(c)", None, None, None, None, "(d)", None, None]  # 4 faces in all
+    faces = ["(^_^)", None, "(T_T)", None, "(;_;)", None, None, None, None, "(•_•)", None, None]  # 4 faces
     run = make_run(tmp_path / "thin", "thin", hidden, prompts, faces)
     result = analyze_kaomoji([run], str(tmp_path / "out"), n_permutations=N_PERM, n_boot=N_BOOT, quiet=True)
     entry = result["runs"]["thin"]

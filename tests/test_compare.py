@@ -17,6 +17,7 @@ import pytest
 
 import affectlens.cells as cells_module
 from affectlens.analysis.encoders import compare_runs
+from affectlens.analysis.similarity import js_similarity
 from affectlens.api.compare import compare
 from affectlens.cells import Cell, CellSet, default_cells
 from affectlens.errors import AffectlensError
@@ -106,10 +107,85 @@ def test_compare_writes_every_file_and_returns_what_it_wrote(tmp_path: Path, run
     body = result["markdown"].splitlines()[2]
     assert re.fullmatch(
         r"\| model-a \(likelihood\) \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \| "
-        r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \| 20 \|",
+        r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \| 20 \| own \| \d\.\d{3} / \d\.\d{3} \| \d\.\d{3} / \d\.\d{3} \|",
         body,
     )
     assert result["best_ensemble"]["n_faces"] == 12
+
+
+def test_every_table_carries_baselines_face_sets_and_the_held_out_best(tmp_path: Path, runs) -> None:
+    truth, encoders = runs
+    out = tmp_path / "cmp"
+    compare(truth, encoders, str(out), n_boot=50, seed=2)
+    saved = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    baseline_keys = [
+        "uniform_face_uniform",
+        "uniform_emit_weighted",
+        "marginal_face_uniform",
+        "marginal_emit_weighted",
+    ]
+    for row in saved["rows"]:
+        assert row["face_set"] == "own" and all(0.0 < row[key] <= 1.0 for key in baseline_keys)
+    assert set(saved["face_sets"]) == {"own", "common"}
+    best = saved["best_ensemble"]
+    assert best["face_set"] == "common" and all(0.0 < best[key] <= 1.0 for key in baseline_keys)
+    assert (
+        best["heldout_emit_weighted_lo"] <= best["heldout_emit_weighted"] <= best["heldout_emit_weighted_hi"]
+    )
+    assert best["heldout_seed"] == 2 and best["heldout_n_select"] == 6 and best["heldout_n_score"] == 12
+    assert "cross-fitting" in best["heldout_method"] and sum(best["heldout_choices"].values()) == 20
+    common = saved["common_rows"]
+    assert [r["encoder"] for r in common] == ["model-a (likelihood)", "model-b (likelihood)"]
+    assert all(r["n_faces"] == 12 and r["face_set"] == "common" for r in common)
+    ensembles = pd.read_parquet(out / "ensembles.parquet")
+    assert (ensembles["face_set"] == "common").all() and (
+        ensembles["uniform_emit_weighted"] == best["uniform_emit_weighted"]
+    ).all()
+    assert ensembles.loc[0, "heldout_emit_weighted"] == pytest.approx(best["heldout_emit_weighted"])
+    # The Markdown (what the CLI prints) has the same-face table: singles, in-sample, held out, baselines.
+    lines = saved["markdown"].splitlines()
+    start = lines.index(
+        next(line for line in lines if line.startswith("| on the 12 faces every encoder shares"))
+    )
+    labels = [line.split(" | ")[0] for line in lines[start + 2 :]]
+    assert len(labels) == 6 and "in-sample" in labels[2] and "held out" in labels[3]
+    assert "uniform baseline" in labels[4] and "marginal baseline" in labels[5]
+    page = build_report(tmp_path, out=tmp_path / "report").read_text(encoding="utf-8")
+    assert "uniform baseline" in page and "Held out, chosen on half the faces (6)" in page
+
+
+def test_cli_prints_the_held_out_best_and_its_baselines(tmp_path: Path, runs) -> None:
+    from affectlens.cli.analyses import print_comparison
+    from affectlens.cli.common import console
+
+    result = compare(*runs, str(tmp_path / "cmp"), n_boot=50)
+    with console.capture() as captured:
+        print_comparison(result, 1)
+    text = captured.get()
+    best = result["best_ensemble"]
+    assert "marginal baseline (fu / ew)" in text  # the per-encoder table
+    held = f"held out {best['heldout_emit_weighted']:.3f} [{best['heldout_emit_weighted_lo']:.3f}, "
+    assert held in text and f"in-sample {best['emit_weighted']:.3f}" in text
+    assert f"baselines: uniform {best['uniform_emit_weighted']:.3f}, truth marginal" in text
+
+
+def test_pairwise_heat_map_applies_the_floor(tmp_path: Path, runs) -> None:
+    truth, encoders = runs
+    counts = pd.read_parquet(Path(truth) / "generations.parquet")["face"].value_counts()
+    floor = int(counts.median()) + 1
+    kept = list(counts.index[counts >= floor])
+    assert 3 <= len(kept) < 20
+    found = compare_runs(truth, encoders, floor=floor, n_boot=20)
+    names = list(found.pairwise.index)
+    n_faces = found.pairwise.attrs["n_faces"]
+    assert n_faces[names[0]][names[0]] == len(kept) == found.rows[0]["n_faces"]
+    a, b = (found.encoders[name].loc[lambda f: f.index.isin(kept)] for name in names[1:])
+    shared = [face for face in a.index if face in b.index]
+    assert n_faces[names[1]][names[2]] == len(shared)
+    expected = np.mean(js_similarity(a.loc[shared, CODES].to_numpy(), b.loc[shared, CODES].to_numpy()))
+    assert found.pairwise.loc[names[1], names[2]] == pytest.approx(expected, abs=1e-12)
+    saved = compare(truth, encoders, str(tmp_path / "cmp"), floor=floor, n_boot=20)
+    assert saved["pairwise_floor"] == floor and saved["pairwise_n_faces"][names[0]][names[0]] == len(kept)
 
 
 def test_analysis_writes_nothing(tmp_path: Path, runs) -> None:
@@ -123,8 +199,9 @@ def test_analysis_writes_nothing(tmp_path: Path, runs) -> None:
 def _fail_midway(target: str):
     """A writer that leaves a partial file at the path it was given, then fails."""
 
-    def write(self, path, *args, **kwargs):
-        Path(path).write_bytes(b"partial")
+    def write(self, *args, **kwargs):
+        # Path.write_text is called on the path itself; to_parquet and savefig take it as their first argument.
+        Path(self if isinstance(self, Path) else args[0]).write_bytes(b"partial")
         raise OSError(f"disk full while writing {target}")
 
     return write

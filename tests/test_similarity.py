@@ -377,10 +377,16 @@ def test_markdown_table():
     thin = {"encoder": "thin|one", **compare_to_truth(encoders["A"].iloc[:1], truth)}
     text = markdown_table([row, thin])
     lines = text.strip().splitlines()
-    assert lines[0] == "| encoder | face_uniform [95% CI] | emit_weighted [95% CI] | n_faces |"
+    assert lines[0] == (
+        "| encoder | face_uniform [95% CI] | emit_weighted [95% CI] | n_faces | faces "
+        "| uniform baseline (fu / ew) | marginal baseline (fu / ew) |"
+    )
     lo, hi = row["emit_weighted_lo"], row["emit_weighted_hi"]
+    base = " | ".join(
+        f"{row[f'{b}_face_uniform']:.3f} / {row[f'{b}_emit_weighted']:.3f}" for b in ("uniform", "marginal")
+    )
     assert (
         lines[2]
-        == f"| A | 0.500 [{row['face_uniform_lo']:.3f}, {row['face_uniform_hi']:.3f}] | 0.500 [{lo:.3f}, {hi:.3f}] | 20 |"
+        == f"| A | 0.500 [{row['face_uniform_lo']:.3f}, {row['face_uniform_hi']:.3f}] | 0.500 [{lo:.3f}, {hi:.3f}] | 20 | own | {base} |"
     )
-    assert lines[3] == "| thin\\|one | 1.000 [n/a] | 1.000 [n/a] | 1 |"
+    assert lines[3].startswith("| thin\\|one | 1.000 [n/a] | 1.000 [n/a] | 1 | own | ")

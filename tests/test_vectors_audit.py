@@ -40,7 +40,7 @@ def _one_torch_thread(request):
 # ------------------------------------------------------------------------- (1) neutral means and the sink
 
 OFFSET = 12
-SINK = 1e4  # SmolLM2's token 0 at layer 19 is ~115x the norm of the other tokens; this is ~10^4x
+SINK = 1e4  # token 0 of SmolLM2 at layer 19 is ~115x the other tokens; here far more
 
 
 def _text(n_words: int, seed: int) -> str:
@@ -191,17 +191,14 @@ def test_axes_interval_matches_the_sampling_spread_when_pc2_and_pc3_are_close():
     assert covers(refit) >= 0.8 > 0.5 >= covers(fixed)
 
 
-def test_axes_interval_stays_tight_when_the_axes_are_well_separated():
+def test_axes_interval_stays_high_when_the_axes_are_well_separated():
+    """Refitting widens an interval only as far as the axes move: here PC1 and PC2 barely do."""
     rng = np.random.default_rng(3)
-    valence, arousal = rng.uniform(-1, 1, 20), rng.uniform(-1, 1, 20)
     basis, _ = np.linalg.qr(rng.normal(size=(32, 32)))
-    vecs = (
-        3 * valence[:, None] * basis[:, 0]
-        + 1.5 * arousal[:, None] * basis[:, 1]
-        + 0.05 * rng.normal(size=(20, 32))
-    )
-    axes = affect_axes(vecs, valence, arousal, n_boot=200, n_permutations=0)
-    for key in ("pc1_valence", "pc2_arousal"):
+    latent = rng.normal(size=(20, 3)) * np.array([3, 1, 0.3])
+    vecs = 10 * basis[:, 3] + latent @ basis[:, :3].T + 0.05 * rng.normal(size=(20, 32))
+    axes = affect_axes(vecs, latent[:, 0], latent[:, 1], n_boot=200, n_permutations=0)
+    assert axes["variance_explained"][1] > 5 * axes["variance_explained"][2]
+    for key, floor in (("pc1_valence", 0.99), ("pc2_arousal", 0.8)):
         entry = axes[key]
-        assert entry["lo"] <= entry["r"] <= entry["hi"] and entry["hi"] - entry["lo"] < 0.1
-        assert entry["lo"] == pytest.approx(entry["lo_fixed_pca"], abs=0.02)
+        assert floor < entry["lo"] <= entry["lo_fixed_pca"] <= entry["r"] <= entry["hi"]

@@ -8,13 +8,14 @@ writes nothing (``affectlens.api.compare`` writes its files).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from affectlens.analysis import similarity
+from affectlens.analysis import ensembles, similarity
 from affectlens.cells import CellSet, get_cell_set
 from affectlens.errors import AffectlensError
 from affectlens.store.runs import (
@@ -39,11 +40,14 @@ class Comparison:
     seed: int
     cells: CellSet
     encoders: dict[str, pd.DataFrame]  # by unique name, in the order the runs were given
-    rows: list[dict[str, Any]]  # one compare_to_truth result per encoder, with its "encoder" name
-    pairwise: pd.DataFrame  # the truth and every encoder
-    ensembles: pd.DataFrame | None = None  # subset_search's ranking (two or more encoders)
+    rows: list[dict[str, Any]]  # one compare_to_truth result per encoder ("encoder"; face_set "own")
+    pairwise: pd.DataFrame  # the truth and every encoder, on the truth's faces at the floor
+    ensembles: pd.DataFrame | None = None  # subset_search's ranking (two or more encoders; face_set "common")
     lookup: pd.DataFrame | None = None  # the best ensemble's lookup table, indexed by face
-    best_ensemble: dict[str, Any] | None = None  # the best ranking row, or {"thin": True, "reason": ...}
+    # The best ranking row with its held-out score, baselines and the attrs saying how it was held out; or
+    # {"thin": True, "reason": ...}
+    best_ensemble: dict[str, Any] | None = None
+    common_rows: list[dict[str, Any]] | None = None  # each single encoder on the common faces
 
 
 def _source(run: Path | str) -> tuple[str, dict[str, Any]]:
@@ -114,16 +118,31 @@ def compare_runs(
         {"encoder": name, **similarity.compare_to_truth(frame, truth, **options)}
         for name, frame in encoders.items()
     ]
-    pairwise = similarity.pairwise_similarity({truth_name: truth, **encoders}, cells)
+    kept = list(truth.index[truth["n"].to_numpy() >= floor])  # the heat map sees the table's faces
+    pairwise = similarity.pairwise_similarity({truth_name: truth, **encoders}, cells, faces=kept)
+    pairwise.attrs["floor"] = floor
     result = Comparison(truth_name, floor, n_boot, seed, cells, encoders, rows, pairwise)
     if len(encoders) >= 2:
         try:
-            search = similarity.subset_search(encoders, truth, **options)
+            search = ensembles.subset_search(encoders, truth, **options)
         except AffectlensError as exc:  # no face common to every encoder and the truth
             result.best_ensemble = {"thin": True, "reason": str(exc)}
         else:
             result.ensembles = search
-            result.best_ensemble = search.iloc[0].to_dict()
+            held = {key: value for key, value in search.attrs.items() if key.startswith("heldout_")}
+            result.best_ensemble = {**_plain(search.iloc[0].to_dict()), **held}
+            columns = ["members", "face_uniform", "emit_weighted", "n_faces", "n_emits", "face_set"]
+            singles = search.loc[search["size"] == 1, columns].rename(columns={"members": "encoder"})
+            result.common_rows = [_plain(row) for row in singles.to_dict("records")]
             members = str(search.iloc[0]["members"]).split(",")
-            result.lookup = similarity.lookup_table({n: encoders[n] for n in members}, cells)
+            result.lookup = ensembles.lookup_table({n: encoders[n] for n in members}, cells)
     return result
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row as JSON-ready values: NaN becomes None, numpy scalars Python ones."""
+    out = {}
+    for key, value in row.items():
+        value = value.item() if hasattr(value, "item") else value
+        out[key] = None if isinstance(value, float) and math.isnan(value) else value
+    return out

@@ -105,7 +105,8 @@ def _heldout(
             f"repeated {selection.N_FOLDS}-fold cross-fitting over faces: {n_splits} seeded random halvings "
             f"(seed {seed}); in each, the subset ranked best on one half scores the faces of the other, and "
             "each face's held-out score is averaged over the halvings. It estimates choosing on half the "
-            "faces, so it leans conservative; the interval is a bootstrap over faces of those scores."
+            "faces, so it leans conservative. The interval is a bootstrap over faces that repeats the "
+            "choosing in every resample."
         ),
         "heldout_splits": n_splits,
         "heldout_folds": selection.N_FOLDS,
@@ -123,11 +124,13 @@ def _heldout(
             f"held-out scoring needs {selection.N_FOLDS * MIN_FACES}"
         )
         return values, meta
-    per_face, picks = selection.crossfit(sims, weights, size, n_splits=n_splits, seed=seed)
-    summary = _summarise(per_face, weights, n_boot=options["n_boot"], seed=seed, floor=options["floor"])
+    found = selection.heldout_estimate(
+        sims, weights, size, n_splits=n_splits, n_boot=options["n_boot"], seed=seed
+    )
     for key in HELDOUT_KEYS:
-        value = summary[key.removeprefix("heldout_")]
+        value = found[key.removeprefix("heldout_")]
         values[key] = math.nan if value is None else value
+    picks = found["picks"]
     values["heldout_agree"] = float(np.mean(picks == best))
     meta["heldout_choices"] = {members[i]: count for i, count in Counter(picks.tolist()).most_common()}
     return values, meta

@@ -14,7 +14,7 @@ import pandas as pd
 from affectlens.analysis.encoders import compare_runs
 from affectlens.cells import CellSet
 from affectlens.reporting.figures.similarity import figure_paths, similarity_figure
-from affectlens.reporting.sections.comparison import markdown_table
+from affectlens.reporting.sections.comparison import FACE_SETS, ensemble_table, markdown_table
 from affectlens.store.atomic import write_json, write_parquet, write_text
 from affectlens.store.runs import (
     COMPARISON,
@@ -40,13 +40,15 @@ def compare(
 
     Writes ``similarity.parquet``, ``similarity.md``, ``similarity.png``/``.svg``, with two or more encoders
     ``ensembles.parquet`` and ``lookup.parquet``, and last ``comparison.json``, which holds the returned dict
-    (truth, floor, n_boot, seed, rows, pairwise, figures, markdown and, with two or more encoders,
-    best_ensemble). ``cells`` defaults to the cell set the truth run's manifest names.
+    (truth, floor, n_boot, seed, rows, pairwise with pairwise_n_faces and pairwise_floor, face_sets,
+    figures, markdown and, with two or more encoders, best_ensemble and common_rows). Each row names its
+    ``face_set`` and carries the ``uniform_*`` and ``marginal_*`` baselines on its faces; best_ensemble
+    adds its held-out score (``heldout_*``). ``cells`` defaults to the cell set the truth run's manifest
+    names.
     """
     found = compare_runs(truth_run, encoder_runs, floor=floor, n_boot=n_boot, seed=seed, cells=cells)
     folder = Path(out)
     stem = folder / SIMILARITY_FIGURE
-    markdown = markdown_table(found.rows)
     result: dict[str, object] = {
         "truth": found.truth,
         "floor": floor,
@@ -54,11 +56,19 @@ def compare(
         "seed": seed,
         "rows": found.rows,
         "pairwise": found.pairwise.round(4).to_dict(),
+        "pairwise_n_faces": found.pairwise.attrs["n_faces"],
+        "pairwise_floor": floor,
+        "face_sets": FACE_SETS,
         "figures": [str(p) for p in figure_paths(stem)],
-        "markdown": markdown,
     }
     if found.best_ensemble is not None:
         result["best_ensemble"] = found.best_ensemble
+    if found.common_rows is not None:
+        result["common_rows"] = found.common_rows
+    markdown = markdown_table(found.rows)
+    if extra := ensemble_table(result):
+        markdown += "\n" + extra
+    result["markdown"] = markdown
     write_parquet(folder / SIMILARITY_TABLE, pd.DataFrame(found.rows))
     write_text(folder / SIMILARITY_MARKDOWN, markdown)
     similarity_figure(found.pairwise, found.rows, stem)

@@ -40,14 +40,25 @@ def compare(
 
 
 def print_comparison(result: dict[str, Any], floor: int) -> None:
+    """The comparison's tables (each row with the uniform and truth-marginal baselines on its faces) and
+    the best ensemble, held out first: its in-sample score was chosen on the same faces and flatters it."""
     console.print(f"ground truth: {result['truth']} (faces emitted >= {floor} times)", highlight=False)
     console.print(result["markdown"], highlight=False, markup=False)
     best = result.get("best_ensemble")
     if best and not best.get("thin"):
+        held = (best.get("heldout_emit_weighted_lo"), best.get("heldout_emit_weighted_hi"))
+        held_text = estimate(best.get("heldout_emit_weighted"), held)
+        if best.get("heldout_thin"):
+            held_text = f"n/a ({best.get('heldout_reason')})"
         console.print(
-            f"best ensemble: {best['members']} (emit-weighted {best['emit_weighted']:.3f}, "
-            f"n = {best['n_faces']} faces)",
+            f"best ensemble: {best['members']} (emit-weighted, n = {best['n_faces']} common faces): "
+            f"held out {held_text} (chosen on {best.get('heldout_n_select')} faces, "
+            f"{best.get('heldout_splits')} seeded halvings, seed {best.get('heldout_seed')}); "
+            f"in-sample {number(best['emit_weighted'])}; baselines: uniform "
+            f"{number(best.get('uniform_emit_weighted'))}, truth marginal "
+            f"{number(best.get('marginal_emit_weighted'))}",
             highlight=False,
+            markup=False,
         )
 
 

@@ -66,7 +66,8 @@ LOGIT_LENS_RULE = (
 
 
 def story_start(n_tokens: int, offset: int) -> int:
-    """First token of a story's capture range: ``offset``, or ``n // 2`` when the story is not longer than it."""
+    """First token of a text's capture range (stories, scenarios, neutral dialogues): ``offset``, or ``n // 2``
+    when the text is not longer than it; past token 0 (the attention sink) whenever ``n > 1`` and ``offset > 0``."""
     return offset if n_tokens > offset else min(offset, n_tokens // 2)
 
 

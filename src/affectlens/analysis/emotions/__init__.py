@@ -9,8 +9,10 @@ normalised to unit length, unless said otherwise.
   on cosine distance.
 * **Valence and arousal axes.** PCA of the unit vectors (centred over emotions). PC signs are arbitrary, so
   PC1 is oriented to correlate positively with valence and PC2 with arousal; p-values are two-sided (|r|),
-  so the orientation cannot make them smaller. Intervals: bootstrap over emotions with the PCA held fixed
-  (the PCA never sees the labels, which is also why a permutation of labels is a valid null).
+  so the orientation cannot make them smaller. Intervals: bootstrap over emotions with the PCA refitted in
+  each resample (its components matched to the original ones, signs aligned), since with 20 emotions the axes
+  themselves move and PC2 and PC3 can trade places; the interval a fixed PCA gives is kept beside it. p: labels
+  permuted with the PCA fixed (the PCA never sees the labels, so that is a valid null).
 * **Clusters.** k-means on the unit vectors for k in 2..8, k chosen by the cosine silhouette.
 * **Cross-layer stability.** Cosine of each vector between adjacent stored layers; one summary per run
   (averaged over layer pairs, then emotions) with a bootstrap interval over emotions.

@@ -1,4 +1,9 @@
-"""Face -> cell: does the face alone tell which kind of prompt it followed?"""
+"""Face -> cell: does the face alone tell which kind of prompt it followed?
+
+Two estimators: by identity (the face's majority cell in the training folds; the top-level keys, which the
+CLI headline reads) and by characters (``by_characters``, see ``face_chars``), which still works when faces
+never repeat.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from affectlens.analysis.kaomoji.common import (
     n_jobs,
     thin,
 )
+from affectlens.analysis.kaomoji.face_chars import by_characters
 from affectlens.analysis.kaomoji.loading import Run
 from affectlens.cells import CellSet
 from affectlens.stats import bootstrap_ci, evaluate_classifier, grouped_folds
@@ -62,7 +68,8 @@ def _coverage(run: Run, has_face: np.ndarray, *, n_boot: int, seed: int) -> dict
 
 def face_to_cell(run: Run, cells: CellSet, *, n_boot: int, n_permutations: int, seed: int) -> dict:
     """Out-of-fold cell accuracy of "the face's majority cell in the training folds", over samples with a
-    face, with the coverage of faces; thin (with counts) where too few samples carry a face seen in training."""
+    face, with the coverage of faces; thin (with counts) where too few samples carry a face seen in training.
+    ``by_characters`` holds the character estimator, thin or not on its own terms."""
     has_face = run.samples["face"].notna().to_numpy()
     coverage = _coverage(run, has_face, n_boot=n_boot, seed=seed)
     n_with = coverage["n_with_face"]
@@ -78,9 +85,13 @@ def face_to_cell(run: Run, cells: CellSet, *, n_boot: int, n_permutations: int, 
         n_prompts_with_face=len(set(groups)),
         n_cells_with_face=len(labels),
     )
+    chars = by_characters(rows["face"].to_numpy(dtype=str), y, groups, labels, n_boot=n_boot,
+                          n_permutations=n_permutations, seed=seed)  # fmt: skip
     base = {
+        "estimator": "face identity (by_characters: the face's characters)",
         "fallback": "a face never seen in the training folds gets the training folds' majority cell",
         **coverage,
+        "by_characters": chars,
     }
     if n_with < MIN_SAMPLES or len(labels) < 2 or len(set(groups)) < 2:
         return {

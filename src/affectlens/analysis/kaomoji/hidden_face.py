@@ -22,7 +22,11 @@ from affectlens.analysis.kaomoji.common import (
     thin,
 )
 from affectlens.analysis.kaomoji.loading import Run
+from affectlens.analysis.kaomoji.permutations import within_strata_test
 from affectlens.stats import bootstrap_ci, evaluate_classifier, grouped_cv_predict, permutation_test
+
+UNCONDITIONAL = "does the state predict the face?"
+CONDITIONAL = "does the state predict the face beyond the prompt's cell?"
 
 
 def hidden_to_face(run: Run, *, floor: int, n_boot: int, n_permutations: int, seed: int) -> dict:
@@ -68,37 +72,53 @@ def hidden_to_face(run: Run, *, floor: int, n_boot: int, n_permutations: int, se
         "gain_over_majority": float(gain.mean()),
         "gain_over_majority_ci": list(gain_ci),
     }
-    # A prompt's samples carry different faces, so labels cannot be shuffled between prompts; the null
-    # shuffles instead which prompt's hidden state each prompt's samples carry (faces and folds stay put).
+    # A prompt's samples carry different faces, so labels cannot be shuffled between prompts; the nulls shuffle
+    # instead which prompt's hidden state each prompt's samples carry (faces and folds stay put): between all
+    # prompts, and only between prompts of the same cell (the state beyond what the cell fixes).
     n_perm = min(n_permutations, FACE_PERMUTATION_CAP)
     if n_perm > 0:
         prompt_codes = np.unique(groups, return_inverse=True)[1]
         per_prompt = np.zeros((prompt_codes.max() + 1, X.shape[1]), dtype=X.dtype)
         per_prompt[prompt_codes] = X
+        prompt_cell = np.empty(len(per_prompt), dtype=object)
+        prompt_cell[prompt_codes] = rows["cell"].to_numpy()
 
-        def null_accuracy(perm_codes: np.ndarray) -> float:
+        def null_accuracy(perm: np.ndarray) -> float:
+            """Accuracy when prompt i's samples carry the hidden state of prompt perm[i]."""
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pred = grouped_cv_predict(
-                    per_prompt[perm_codes], y, groups, n_splits=N_SPLITS, seed=seed, make_estimator=estimator
-                )
+                    per_prompt[perm[prompt_codes]], y, groups, n_splits=N_SPLITS, seed=seed,
+                    make_estimator=estimator,
+                )  # fmt: skip
             return float(np.mean(pred == y))
 
+        prompt_ids = np.arange(len(per_prompt))
         test = permutation_test(
-            null_accuracy,
-            prompt_codes,
-            prompt_codes,
-            result.accuracy,
-            n_permutations=n_perm,
-            seed=seed,
+            null_accuracy, prompt_ids, prompt_ids, result.accuracy, n_permutations=n_perm, seed=seed,
             n_jobs=n_jobs(n_perm),
-        )
+        )  # fmt: skip
+        within, floor = within_strata_test(
+            null_accuracy, prompt_cell.astype(str), result.accuracy, n_permutations=n_perm, seed=seed,
+            n_jobs=n_jobs(n_perm),
+        )  # fmt: skip
         out.update(
+            question=UNCONDITIONAL,
             n_permutations=n_perm,
             p_value=test.p_value,
             min_attainable_p=test.min_attainable_p,
             null_mean=float(test.null.mean()),
-            permutation="hidden states shuffled between prompts; "
+            permutation="hidden states shuffled between all prompts; "
             f"at most {FACE_PERMUTATION_CAP} permutations, since each refits on every sample",
+            within_cell={
+                "question": CONDITIONAL,
+                "n_permutations": n_perm,
+                "p_value": within.p_value,
+                "min_attainable_p": floor,
+                "null_mean": float(within.null.mean()),
+                "permutation": "hidden states shuffled only between prompts of the same cell (a prompt's samples "
+                "stay together); the null keeps what the cell says about the face, so a small p means the "
+                "state predicts the face beyond the prompt's cell",
+            },
         )
     return out

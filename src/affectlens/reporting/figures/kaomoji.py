@@ -115,7 +115,8 @@ def _confusion_panel(fig: MplFigure, ax: Any, result: dict, cells: CellSet, titl
 
 
 def confusion_figure(label: str, h2c: dict, f2c: dict, cells: CellSet) -> MplFigure:
-    """Confusion of hidden state -> cell at the headline layer, beside face -> cell where that is not thin."""
+    """Confusion of hidden state -> cell at the headline layer, beside face -> cell (by identity, by
+    characters) where those are not thin."""
     panels = [
         (
             h2c["headline"],
@@ -123,7 +124,10 @@ def confusion_figure(label: str, h2c: dict, f2c: dict, cells: CellSet) -> MplFig
         )
     ]
     if not f2c.get("thin", True):
-        panels.append((f2c, f"face → cell (n = {f2c['n']} samples with a face)"))
+        panels.append((f2c, f"face identity → cell (n = {f2c['n']} samples with a face)"))
+    chars = f2c.get("by_characters", {})
+    if not chars.get("thin", True):
+        panels.append((chars, f"face characters → cell (n = {chars['n']} samples with a face)"))
     fig = MplFigure(figsize=(5.2 * len(panels), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (result, title) in zip(axes, panels, strict=True):

@@ -20,8 +20,9 @@ def _number(value: Any) -> float:
 
 
 def draw(pairwise: pd.DataFrame, comparison_rows: Sequence[dict[str, Any]]) -> Figure:
-    """Two panels: the pairwise similarity heat map (annotated), and each encoder's emit-weighted
-    similarity to the truth with its 95% interval.
+    """Two panels: the pairwise similarity heat map (annotated; its title names ``pairwise.attrs["floor"]``
+    when set), and each encoder's emit-weighted similarity to the truth with its 95% interval and, marked
+    on each bar, the uniform and truth-marginal baselines on its faces.
 
     ``comparison_rows`` are ``compare_to_truth`` results, each with an ``"encoder"`` name. A thin row (no
     interval) is drawn without an error bar.
@@ -38,7 +39,10 @@ def draw(pairwise: pd.DataFrame, comparison_rows: Sequence[dict[str, Any]]) -> F
         heat.text(j, i, label, ha="center", va="center", fontsize=8, color=colour)
     heat.set_xticks(range(len(pairwise.columns)), [str(c) for c in pairwise.columns], rotation=45, ha="right")
     heat.set_yticks(range(len(pairwise.index)), [str(c) for c in pairwise.index])
-    heat.set_title("pairwise JS similarity (face-uniform)")
+    floor = pairwise.attrs.get("floor")
+    heat.set_title(
+        "pairwise JS similarity (face-uniform" + (f", faces emitted >= {floor})" if floor else ")")
+    )
     fig.colorbar(image, ax=heat, label="1 − JSD (bits)")
 
     estimates = np.array([_number(row.get("emit_weighted")) for row in comparison_rows])
@@ -47,6 +51,16 @@ def draw(pairwise: pd.DataFrame, comparison_rows: Sequence[dict[str, Any]]) -> F
     errors = np.nan_to_num(np.vstack([estimates - lows, highs - estimates]), nan=0.0)
     positions = np.arange(len(comparison_rows))
     bars.bar(positions, np.nan_to_num(estimates, nan=0.0), yerr=errors, capsize=4, color="#5194da")
+    # The know-nothing encoders on each bar's own faces: what a bar must clear to mean anything.
+    for key, marker, label in (
+        ("uniform", "_", "uniform baseline"),
+        ("marginal", "x", "truth marginal baseline"),
+    ):
+        values = [_number(row.get(f"{key}_emit_weighted")) for row in comparison_rows]
+        if not np.isnan(values).all():
+            bars.scatter(positions, values, marker=marker, s=160, color="black", zorder=3, label=label)
+    if bars.get_legend_handles_labels()[0]:
+        bars.legend(loc="upper right", fontsize=8)
     labels = [f"{row.get('encoder', '?')}\nn={row.get('n_faces', 0)}" for row in comparison_rows]
     bars.set_xticks(positions, labels, rotation=45, ha="right")
     bars.set_ylim(0.0, 1.0)

@@ -37,9 +37,14 @@ def _geometry(result: dict[str, Any], png: dict[str, Path]) -> Section:
     layer, pca, km, den = result["layer"], result["pca"], result["kmeans"], result["denoise"]
     n_e = len(result["emotions"])
     ev = pca["variance_explained"]
+    # Results written before the audit fixes say what they did: neutral means from token 0, a fixed PCA.
+    old_window = "(offset 0)" in str(result.get("positions"))
+    window = "from token 0 (an earlier rule)" if old_window else "over the stories' token window"
+    refit = "refitted in each resample" if "interval" in pca["pc1_valence"] else "held fixed"
     blocks: Blocks = [
         f"Emotion vectors are each emotion's mean story activation minus the mean over emotions, cleaned of the "
-        f"top principal components of neutral dialogues ({den['n_components_at_layer']} removed at layer "
+        f"top principal components of neutral dialogues, each averaged {window} "
+        f"({den['n_components_at_layer']} removed at layer "
         f"{layer}, reaching a share {number(den['variance'])} of their variance). Layer {layer} is the headline "
         f"layer ({result['layer_rule']}). {n_e} emotions, {result['n_stories']} stories.",
         Figure(
@@ -50,7 +55,8 @@ def _geometry(result: dict[str, Any], png: dict[str, Path]) -> Section:
         ),
         f"PC1 explains a share {number(ev[0])} and PC2 {number(ev[1])} of the variance between the vectors. "
         f"PC1 against the corpus valence ratings: r = {_r(pca['pc1_valence'])} (95% bootstrap interval over "
-        f"emotions, permutation p = {p_value(pca['pc1_valence'])}, n = {n_e}); PC2 against arousal: "
+        f"emotions with the PCA {refit}, permutation p = {p_value(pca['pc1_valence'])}, "
+        f"n = {n_e}); PC2 against arousal: "
         f"r = {_r(pca['pc2_arousal'])} (permutation p = {p_value(pca['pc2_arousal'])}). Each PC's sign is "
         "arbitrary and was flipped to make its r positive; the p-values are two-sided, so the flip does not "
         "lower them.",

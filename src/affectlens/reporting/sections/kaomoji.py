@@ -95,34 +95,46 @@ def _hidden_to_cell(runs: dict, settings: dict, out: Path) -> Section:
             "confusion",
             f"{label}: out-of-fold confusion matrices (rows: the prompt's cell; columns: predicted). Counts are "
             "printed; colour is the share of the row. It shows which cells the hidden state (and, where shown, "
-            "the face) confuses with which; it does not show why.",
+            "the face, by identity and by characters) confuses with which; it does not show why.",
         )
     return Section("Hidden state → cell", blocks)
 
 
+def _tested(block: dict, key: str = "p_value", null: str = "null_mean") -> str:
+    """A permutation p with its floor and, where there is one, the mean of its null scores."""
+    text = p_value(block, key)
+    return text if block.get(null) is None else f"{text}; null mean {number(block[null])}"
+
+
 def _face_to_cell_rows(runs: dict) -> list[dict]:
+    """One row per run and estimator: face identity (the top-level block), face characters (by_characters)."""
     rows = []
     for label, run in runs.items():
         f2c = run["face_to_cell"]
-        row = {
+        shared = {
             "run": label,
             "coverage [95% CI]": estimate(f2c["coverage"], f2c["coverage_ci"]),
             "samples (with face / all)": f"{number(f2c['n_with_face'])} / {number(f2c['n_samples'])}",
             "distinct faces": number(f2c.get("n_faces", 0)),
         }
-        if f2c["thin"]:
-            row["accuracy [95% CI]"] = _thin_text(f2c)
-        else:
-            row.update(
-                {
-                    "accuracy [95% CI]": estimate(f2c["accuracy"], f2c["accuracy_ci"]),
-                    "chance": number(f2c["chance"]),
-                    "majority baseline": number(f2c["majority_baseline"]),
-                    "seen-face share": number(f2c["seen_share"]),
-                    "p (permutation)": p_value(f2c),
-                }
-            )
-        rows.append(row)
+        estimators = [("face identity", f2c, "seen_share")]
+        if "by_characters" in f2c:
+            estimators.append(("face characters", f2c["by_characters"], "covered_share"))
+        for name, block, usable in estimators:
+            row = {**shared, "estimator": name}
+            if block["thin"]:
+                row["accuracy [95% CI]"] = _thin_text(block)
+            else:
+                row.update(
+                    {
+                        "accuracy [95% CI]": estimate(block["accuracy"], block["accuracy_ci"]),
+                        "chance": number(block["chance"]),
+                        "majority baseline": number(block["majority_baseline"]),
+                        "usable in test folds": number(block[usable]),
+                        "p (permutation)": _tested(block),
+                    }
+                )
+            rows.append(row)
     return rows
 
 
@@ -137,7 +149,8 @@ def _hidden_to_face_rows(runs: dict) -> list[dict]:
                 "gain over baseline [95% CI]": estimate(
                     h2f["gain_over_majority"], h2f["gain_over_majority_ci"]
                 ),
-                "p (permutation)": p_value(h2f),
+                "p: state → face?": _tested(h2f),
+                "p: beyond the cell?": _tested(h2f["within_cell"]) if "within_cell" in h2f else "not tested",
                 "faces": number(h2f["n_faces"]),
                 "samples / prompts": f"{number(h2f['n_samples'])} / {number(h2f['n_prompts'])}",
             }
@@ -149,17 +162,28 @@ def _face_to_cell(runs: dict, settings: dict) -> Section:
     return Section(
         "Face → cell",
         [
-            "Does the face alone tell which kind of prompt it followed? Each sample's face predicts the majority "
-            "cell of that face in the training folds (folds grouped by prompt); a face never seen in training gets "
-            "the training folds' majority cell. Accuracy is over samples that carry a face; coverage is the share "
-            "of all samples that carry one. The permutation test shuffles cells between prompts and redoes the "
-            "folds. This measures whether faces are used in consistent contexts, not what the model feels.",
+            "Does the face alone tell which kind of prompt it followed? Two estimators, side by side. By face "
+            "identity: each sample's face predicts the majority cell of that face in the training folds (folds "
+            "grouped by prompt); a face never seen in training gets the training folds' majority cell, so this "
+            "one says nothing about faces that do not repeat. By face characters: each face becomes counts of "
+            "its character 1- to 3-grams (eyes, mouth, arms, brackets) and a logistic regression predicts the "
+            "cell, vocabulary and classifier fitted inside each training fold; it reads a face never seen "
+            "before through the characters it shares with others. 'Usable in test folds' is the share of "
+            "samples whose face was seen in training (identity) or shares an n-gram with the training faces "
+            "(characters). Accuracy is over samples that carry a face; coverage is the share of all samples "
+            "that carry one. Both permutation tests shuffle cells between prompts and redo the folds. This "
+            "measures whether faces are used in consistent contexts, not what the model feels.",
             Table(pd.DataFrame(_face_to_cell_rows(runs)), caption="Cell from face alone, out-of-fold."),
             "Can the face be read off h_first? Among samples whose face was emitted at least "
             f"{number(settings.get('floor', 3))} times, a classifier on h_first at the headline layer predicts the face "
-            "(top-1), compared with always predicting the training folds' commonest face. The permutation test "
-            "shuffles hidden states between prompts. Faces vary between samples of one prompt, so even a perfect "
-            "reading of the hidden state cannot reach accuracy 1.",
+            "(top-1), compared with always predicting the training folds' commonest face. Two questions, two "
+            "nulls. 'Does the state predict the face?' shuffles hidden states between all prompts: a face that "
+            "depends only on the prompt's cell passes it, since the state carries the cell. 'Does the state "
+            "predict the face beyond the prompt's cell?' shuffles hidden states only between prompts of the same "
+            "cell (a prompt's samples stay together), so its null keeps what the cell says about the face, and "
+            "its null mean is the accuracy the cell alone buys. Only a small p on the second says that the face "
+            "tracks the state rather than both tracking the prompt's cell. Faces vary between samples of one "
+            "prompt, so even a perfect reading of the hidden state cannot reach accuracy 1.",
             Table(pd.DataFrame(_hidden_to_face_rows(runs)), caption="Face from hidden state, out-of-fold."),
         ],
     )
@@ -182,9 +206,25 @@ def _geometry_tables(runs: dict) -> Blocks:
                     "run": label,
                     "PC": f"PC{c['pc']}",
                     "axis": c["axis"] + (" (paired)" if c.get("paired") else ""),
-                    "r [95% CI]": _thin_text(c) if c.get("thin") else estimate(c["r"], [c["lo"], c["hi"]]),
-                    "p (permutation)": "n/a" if c.get("thin") else p_value(c),
-                    "n prompts": number(c.get("n", geo["n_prompts"])),
+                    "r over cells [95% CI]": _thin_text(c)
+                    if c.get("thin")
+                    else estimate(c["r"], [c["lo"], c["hi"]]),
+                    "p (cells relabelled)": "n/a" if c.get("thin") else _tested(c),
+                    "n cells / prompts": f"{number(c.get('n', c.get('n_cells')))} / {number(geo['n_prompts'])}",
+                }
+            )
+        if (test := geo.get("pairing_test")) is not None:
+            pairing = geo["pairing"]
+            cor_rows.append(
+                {
+                    "run": label,
+                    "PC": "PC1 + PC2",
+                    "axis": f"pairing test (PC1–{pairing['PC1']}, PC2–{pairing['PC2']})",
+                    "r over cells [95% CI]": _thin_text(test)
+                    if test["thin"]
+                    else f"summed |r| {number(test['observed'])} [no interval]",
+                    "p (cells relabelled)": "n/a" if test["thin"] else _tested(test),
+                    "n cells / prompts": f"{number(test['n_cells'])} / {number(geo['n_prompts'])}",
                 }
             )
     blocks: Blocks = [
@@ -197,40 +237,53 @@ def _geometry_tables(runs: dict) -> Blocks:
     if cor_rows:
         blocks.append(
             Table(
-                pd.DataFrame(cor_rows), caption="Pearson r of PC scores with the cells' valence and arousal."
+                pd.DataFrame(cor_rows),
+                caption="Pearson r of the cells' mean PC scores with the cells' valence and arousal (one point "
+                "per cell).",
             )
         )
     return blocks
+
+
+def _alignment_row(block: dict) -> dict[str, str]:
+    return {
+        "disparity [95% CI]": estimate(block["disparity"], block["disparity_ci"]),
+        "disparity p": _tested(block, "disparity_p_value", "disparity_null_mean"),
+        "RSA Spearman r [95% CI]": estimate(block["rsa"], block["rsa_ci"]),
+        "RSA p": _tested(block, "rsa_p_value", "rsa_null_mean"),
+    }
 
 
 def _alignment(alignment: list[dict], out: Path) -> Blocks:
     rows = []
     for al in alignment:
         row = {"reference": al["reference"], "other": al["other"]}
-        if al.get("skipped"):
-            row["disparity [95% CI]"] = f"skipped: {al['reason']}"
-        elif al.get("thin"):
-            row["disparity [95% CI]"] = _thin_text(al)
-        else:
-            row.update(
-                {
-                    "disparity [95% CI]": estimate(al["disparity"], al["disparity_ci"]),
-                    "disparity p": p_value(al, "disparity_p_value"),
-                    "RSA Spearman r [95% CI]": estimate(al["rsa"], al["rsa_ci"]),
-                    "RSA p": p_value(al, "rsa_p_value"),
-                    "shared prompts / cells": f"{number(al['n_prompts'])} / {number(al['n_cells'])}",
-                }
-            )
-        rows.append(row)
+        if al.get("skipped") or al.get("thin"):
+            row["features"] = "—"
+            row["disparity [95% CI]"] = f"skipped: {al['reason']}" if al.get("skipped") else _thin_text(al)
+            rows.append(row)
+            continue
+        counts = {"shared prompts / cells": f"{number(al['n_prompts'])} / {number(al['n_cells'])}"}
+        rows.append({**row, "features": "raw", **_alignment_row(al), **counts})
+        if (std := al.get("standardised")) is not None:
+            std_row = {"disparity [95% CI]": _thin_text(std)} if std["thin"] else _alignment_row(std)
+            rows.append({**row, "features": "z-scored", **std_row, **counts})
     blocks: Blocks = []
     if rows:
         blocks.append(
             "Across runs on the same prompts: the cell centroids of each run are centred, put in their own "
             "principal axes and scaled to unit size; the other run is rotated onto the reference (orthogonal "
             "Procrustes, no scaling), and the disparity is the remaining squared mismatch (0 = same "
-            "arrangement). RSA is the Spearman correlation of the two runs' cell-to-cell distances; both carry a "
-            "permutation test that shuffles the other run's cell labels. Bootstrap intervals resample shared "
-            "prompts; the extra centroid noise makes them lean toward worse agreement than the estimate."
+            "arrangement). RSA is the Spearman correlation of the two runs' cell-to-cell distances. Each is "
+            "computed twice. Raw: centroids of h_first as the model has it, so distances follow the model's own "
+            "metric, in which a few high-variance features can dominate. Z-scored: every feature standardised "
+            "over the shared prompts first (as for the PCA), so every feature weighs alike. Where the two rows "
+            "of a pair disagree, the conclusion depends on that choice rather than on the models. Both "
+            "statistics carry a permutation test that relabels the other run's cells; with k cells there are "
+            "only k! relabellings, so all are enumerated when k! is at most the number of permutations (p = "
+            "share at least as extreme, the identity included) and no p goes below 1/k!. Bootstrap intervals "
+            "resample shared prompts; the extra centroid noise makes them lean toward worse agreement than the "
+            "estimate."
         )
         blocks.append(Table(pd.DataFrame(rows), caption="Cross-model alignment of cell centroids."))
     for al in alignment:
@@ -250,9 +303,17 @@ def _alignment(alignment: list[dict], out: Path) -> Blocks:
 def _geometry(runs: dict, alignment: list[dict], out: Path) -> Section:
     blocks: Blocks = [
         "Where do prompts and faces sit in the hidden state? Per run, h_first at the headline layer, each "
-        "feature standardised over prompts, then PCA. PCs have no inherent sign or order of meaning: PC1 and "
-        "PC2 are paired with valence or arousal (whichever pairing correlates more) and flipped to correlate "
-        "positively; all four correlations are listed. The pairing was chosen on these data.",
+        "feature standardised over prompts, then PCA. Valence and arousal are fixed per cell, so a cell is one "
+        "independent point however many prompts it holds: each correlation is taken between the cells' mean "
+        "PC scores and their coordinates (n = cells), its interval resamples cells (coarse with so few), and "
+        "its p relabels cells: all k! relabellings when k! is at most the number of permutations, else random "
+        "ones; either way p is never below the exact floor (relabellings that swap cells with equal "
+        "coordinates tie with the truth whatever the data, so with repeated coordinates the floor is above "
+        "1/k!). PCs have no inherent sign or order of meaning: PC1 and PC2 are paired with valence or arousal "
+        "(whichever pairing has the larger summed |r|) and flipped to correlate positively; all four "
+        "correlations are listed. The pairing is chosen on these data, so each row's p tests its PC-axis pair "
+        "alone, and the pairing test asks whether the chosen pairing beats chance with a null that redoes the "
+        "choice on every relabelling (the better of the two pairings).",
         *_geometry_tables(runs),
     ]
     for label, run in runs.items():
