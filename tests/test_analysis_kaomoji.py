@@ -217,6 +217,25 @@ def test_json_round_trip_figures_and_sections(planted_analysis):
     assert any(isinstance(b, Table) for s in built for b in s.blocks)
 
 
+def test_report_shows_both_estimators_both_nulls_and_both_preprocessings(planted_analysis):
+    result, out = planted_analysis
+    built = {s.title: s for s in sections(result, str(out))}
+    text = " ".join(b for s in built.values() for b in s.blocks if isinstance(b, str))
+    assert "does the state predict the face?" in text.lower()
+    assert "beyond the prompt's cell?" in text
+    tables = {b.caption: b.frame for s in built.values() for b in s.blocks if isinstance(b, Table)}
+    f2c = tables["Cell from face alone, out-of-fold."]
+    assert list(f2c.loc[f2c["run"] == "synthetic", "estimator"]) == ["face identity", "face characters"]
+    h2f = tables["Face from hidden state, out-of-fold."]
+    assert {"p: state → face?", "p: beyond the cell?"} <= set(h2f.columns)
+    assert "null mean" in h2f["p: beyond the cell?"].iloc[0]
+    align = tables["Cross-model alignment of cell centroids."]
+    assert list(align["features"]) == ["raw", "z-scored"]
+    correlations = next(frame for caption, frame in tables.items() if caption.startswith("Pearson r"))
+    assert (correlations["PC"] == "PC1 + PC2").sum() == 2  # one pairing test per run
+    assert set(correlations["n cells / prompts"]) == {"9 / 72"}
+
+
 def numeric_leaves(node, path=""):
     if isinstance(node, dict):
         for key, value in node.items():

@@ -43,7 +43,8 @@ def print_comparison(result: dict[str, Any], floor: int) -> None:
     """The comparison's tables (each row with the uniform and truth-marginal baselines on its faces) and
     the best ensemble, held out first: its in-sample score was chosen on the same faces and flatters it."""
     console.print(f"ground truth: {result['truth']} (faces emitted >= {floor} times)", highlight=False)
-    console.print(result["markdown"], highlight=False, markup=False)
+    # soft_wrap: a table row wider than the terminal stays one line rather than breaking mid-cell.
+    console.print(result["markdown"], highlight=False, markup=False, soft_wrap=True)
     best = result.get("best_ensemble")
     if best and not best.get("thin"):
         held = (best.get("heldout_emit_weighted_lo"), best.get("heldout_emit_weighted_hi"))
@@ -59,6 +60,7 @@ def print_comparison(result: dict[str, Any], floor: int) -> None:
             f"{number(best.get('marginal_emit_weighted'))}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
 

@@ -24,6 +24,7 @@ from affectlens.analysis.kaomoji.geometry import face_similarity, geometry
 from affectlens.analysis.kaomoji.hidden_cell import hidden_to_cell
 from affectlens.analysis.kaomoji.hidden_face import hidden_to_face
 from affectlens.analysis.kaomoji.loading import Run, load_runs
+from affectlens.analysis.kaomoji.permutations import RELABEL_RULE
 from affectlens.analysis.kaomoji.result import KaomojiAnalysis, RunAnalysis
 from affectlens.cells import CellSet
 from affectlens.errors import AffectlensError
@@ -44,6 +45,11 @@ def _settings(
         "cv": CV,
         "interval": INTERVAL,
         "p_value": "(k + 1) / (n_permutations + 1), k = null scores at least as extreme",
+        "cell_relabelling": f"geometry correlations and alignment: {RELABEL_RULE}",
+        "face_to_cell_estimators": "face identity (the top-level face_to_cell keys) and face characters "
+        "(face_to_cell.by_characters)",
+        "hidden_to_face_nulls": "hidden states shuffled between all prompts (p_value: does the state predict "
+        "the face?) and only within each cell (within_cell: does it predict the face beyond the cell?)",
         "thin_thresholds": {
             "min_prompts": MIN_PROMPTS,
             "min_samples": MIN_SAMPLES,
@@ -101,11 +107,15 @@ def analyze_runs(
 
     Per run (keyed by its model spec, made unique with ``#2``, ``#3``): ``hidden_to_cell`` (every stored
     layer, all layers concatenated, and the headline layer with a permutation test; ``layer`` overrides the
-    fixed rule round(2/3 x (n_layers - 1))), ``face_to_cell``, ``hidden_to_face`` (faces emitted >= ``floor``
-    times; at most 200 permutations), ``geometry`` (standardised PCA, PC-valence/arousal correlations, face
+    fixed rule round(2/3 x (n_layers - 1))), ``face_to_cell`` (by face identity, and by the face's characters
+    in ``by_characters``), ``hidden_to_face`` (faces emitted >= ``floor`` times; at most 200 permutations,
+    shuffling states between all prompts and, in ``within_cell``, only within cells), ``geometry``
+    (standardised PCA, PC-valence/arousal correlations over cell centroids with cells relabelled, face
     centroids) and ``face_similarity``. ``alignment`` holds every pair of runs (the earlier run is the
-    reference). Intervals are 95% bootstrap percentile intervals (``n_boot`` resamples of prompts); p-values
-    are (k + 1) / (n_permutations + 1). ``cells=None`` takes the cell set the first run's elicit stage
+    reference), on raw and on z-scored h_first (``standardised``). Intervals are 95% bootstrap percentile
+    intervals (``n_boot`` resamples of prompts; of cells for the geometry correlations); p-values are
+    (k + 1) / (n_permutations + 1), except that cell relabellings are enumerated when k! <= n_permutations
+    and no p is reported below its exact floor. ``cells=None`` takes the cell set the first run's elicit stage
     recorded (pad9 where it recorded none).
     """
     if not runs:

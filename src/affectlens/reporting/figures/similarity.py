@@ -52,13 +52,14 @@ def draw(pairwise: pd.DataFrame, comparison_rows: Sequence[dict[str, Any]]) -> F
     positions = np.arange(len(comparison_rows))
     bars.bar(positions, np.nan_to_num(estimates, nan=0.0), yerr=errors, capsize=4, color="#5194da")
     # The know-nothing encoders on each bar's own faces: what a bar must clear to mean anything.
-    for key, marker, label in (
-        ("uniform", "_", "uniform baseline"),
-        ("marginal", "x", "truth marginal baseline"),
-    ):
+    markers = (
+        ("uniform", "D", "#e08214", "uniform baseline"),
+        ("marginal", "X", "#b2182b", "truth marginal baseline"),
+    )
+    for key, marker, colour, label in markers:
         values = [_number(row.get(f"{key}_emit_weighted")) for row in comparison_rows]
         if not np.isnan(values).all():
-            bars.scatter(positions, values, marker=marker, s=160, color="black", zorder=3, label=label)
+            bars.scatter(positions, values, marker=marker, s=45, color=colour, zorder=3, label=label)
     if bars.get_legend_handles_labels()[0]:
         bars.legend(loc="upper right", fontsize=8)
     labels = [f"{row.get('encoder', '?')}\nn={row.get('n_faces', 0)}" for row in comparison_rows]

@@ -19,8 +19,8 @@ from affectlens.reporting.format import MISSING, estimate, interval, number
 
 NO_INTERVAL = "[n/a]"  # a thin row in the Markdown table: too few faces for an interval
 FACE_SETS = {
-    "own": "the truth's faces (at the floor) that this encoder scores",
-    "common": "the faces every encoder and the truth (at the floor) share",
+    "own": "the truth's faces at the floor that this encoder scores",
+    "common": "the faces at the floor that every encoder and the truth share",
 }
 UNIFORM, MARGINAL = "uniform baseline (1/k per cell)", "truth marginal baseline (leave-one-face-out)"
 
@@ -156,8 +156,8 @@ def _ensemble_blocks(comparison: dict[str, Any]) -> list[str | Table | Figure]:
         f"flatters it (the best of many noisy scores). Held out, chosen on half the faces "
         f"({best.get('heldout_n_select')}) and scored on the other half, over {best.get('heldout_splits')} "
         f"seeded halvings so that all {best.get('heldout_n_score')} faces are scored, it is "
-        f"{_estimate(_held(best), 'emit_weighted', MISSING)}; {number(best.get('heldout_agree'))} of the folds "
-        f"chose these members. Know-nothing encoders on the same faces: uniform "
+        f"{_estimate(_held(best), 'emit_weighted', MISSING)} (share of folds that chose these members: "
+        f"{number(best.get('heldout_agree'))}). Know-nothing encoders on the same faces: uniform "
         f"{number(best.get('uniform_emit_weighted'))}, the truth's marginal "
         f"{number(best.get('marginal_emit_weighted'))} (emit-weighted)."
     )

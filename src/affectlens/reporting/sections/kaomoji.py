@@ -112,7 +112,6 @@ def _face_to_cell_rows(runs: dict) -> list[dict]:
     for label, run in runs.items():
         f2c = run["face_to_cell"]
         shared = {
-            "run": label,
             "coverage [95% CI]": estimate(f2c["coverage"], f2c["coverage_ci"]),
             "samples (with face / all)": f"{number(f2c['n_with_face'])} / {number(f2c['n_samples'])}",
             "distinct faces": number(f2c.get("n_faces", 0)),
@@ -121,7 +120,7 @@ def _face_to_cell_rows(runs: dict) -> list[dict]:
         if "by_characters" in f2c:
             estimators.append(("face characters", f2c["by_characters"], "covered_share"))
         for name, block, usable in estimators:
-            row = {**shared, "estimator": name}
+            row = {"run": label, "estimator": name, **shared}
             if block["thin"]:
                 row["accuracy [95% CI]"] = _thin_text(block)
             else:
@@ -277,8 +276,10 @@ def _alignment(alignment: list[dict], out: Path) -> Blocks:
             "arrangement). RSA is the Spearman correlation of the two runs' cell-to-cell distances. Each is "
             "computed twice. Raw: centroids of h_first as the model has it, so distances follow the model's own "
             "metric, in which a few high-variance features can dominate. Z-scored: every feature standardised "
-            "over the shared prompts first (as for the PCA), so every feature weighs alike. Where the two rows "
-            "of a pair disagree, the conclusion depends on that choice rather than on the models. Both "
+            "over the shared prompts first (as for the PCA), so every feature weighs alike; unlike raw, it is not "
+            "rotation-invariant, so two runs that differ only by a rotation agree exactly raw but not z-scored. "
+            "Where the two rows of a pair disagree, the conclusion depends on that choice rather than on the "
+            "models. Both "
             "statistics carry a permutation test that relabels the other run's cells; with k cells there are "
             "only k! relabellings, so all are enumerated when k! is at most the number of permutations (p = "
             "share at least as extreme, the identity included) and no p goes below 1/k!. Bootstrap intervals "
