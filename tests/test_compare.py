@@ -49,7 +49,7 @@ def _manifest(root: Path, stage: str, spec: str, **extra: object) -> None:
 def elicit_run(root: Path, spec: str, seed: int, codes: list[str] = CODES, cells: str = "pad9") -> Path:
     """An elicitation run folder: 20 faces, each leaning to some cells, over 120 prompts x 2 samples."""
     rng = np.random.default_rng(seed)
-    faces = [f"(f{i})" for i in range(20)]
+    faces = [f"(^{'_' * (i + 1)}^)" for i in range(20)]
     lean = rng.dirichlet(np.full(len(codes), 0.5), len(faces))
     rows = []
     for p in range(120):
@@ -77,7 +77,7 @@ def likelihood_run(root: Path, spec: str, seed: int, codes: list[str] = CODES, n
     """A likelihood run folder: an unnormalised face-by-cell table (the loader normalises rows)."""
     rng = np.random.default_rng(seed)
     table = pd.DataFrame(rng.dirichlet(np.ones(len(codes)), n_faces) * 3.0, columns=codes)
-    table.insert(0, "face", [f"(f{i})" for i in range(n_faces)])
+    table.insert(0, "face", [f"(^{'_' * (i + 1)}^)" for i in range(n_faces)])
     _manifest(root, "likelihood", spec)
     table.to_parquet(root / "face_cells.parquet", index=False)
     return root

@@ -22,7 +22,7 @@ from affectlens.errors import AffectlensError
 from affectlens.faces import face_settled
 from affectlens.runtime import generate
 from affectlens.runtime.capture import LastToken, capture
-from affectlens.runtime.generate import Suppressor, _eos_ids, row_seed, sample_tokens
+from affectlens.runtime.generate import Sampling, Suppressor, _eos_ids, row_seed
 from affectlens.runtime.render import Renderer
 from affectlens.stages.elicit import elicit, generate_batch, stop_reason
 from affectlens.stimuli import PromptSet, load_prompts
@@ -175,18 +175,18 @@ def test_suppressor_blocks_the_last_token_of_a_face_and_emoji_tokens():
 def test_inverse_cdf_sampling_follows_the_distribution():
     logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]])).repeat(4000, 1)
     gens = [torch.Generator().manual_seed(i) for i in range(4000)]
-    tokens = sample_tokens(logits, gens, temperature=1.0)
+    tokens = Sampling(1.0).draw(logits, gens)
     freq = torch.bincount(tokens, minlength=3).float() / 4000
     torch.testing.assert_close(freq, torch.tensor([0.2, 0.5, 0.3]), atol=0.03, rtol=0)
-    assert sample_tokens(logits[:1], gens[:1], temperature=0.0).item() == 1
+    assert Sampling(0.0).draw(logits[:1], gens[:1]).item() == 1
 
 
 def test_a_draw_depends_on_its_row_alone():
     logits = torch.randn(5, 50, generator=torch.Generator().manual_seed(0))
     alone = [
-        sample_tokens(logits[i : i + 1], [torch.Generator().manual_seed(i)], 1.0).item() for i in range(5)
+        Sampling(1.0).draw(logits[i : i + 1], [torch.Generator().manual_seed(i)]).item() for i in range(5)
     ]
-    together = sample_tokens(logits, [torch.Generator().manual_seed(i) for i in range(5)], 1.0).tolist()
+    together = Sampling(1.0).draw(logits, [torch.Generator().manual_seed(i) for i in range(5)]).tolist()
     assert alone == together
 
 

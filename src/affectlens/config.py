@@ -90,7 +90,8 @@ class ElicitConfig(SamplingConfig):
     primed: bool = Field(False, description="neutral example exchanges whose replies open with faces")
     suppress: tuple[str, ...] = Field((), description="faces to block, or 'emoji'")
     layers: tuple[int, ...] | None = Field(None, description="None: every decoder layer")
-    # Measured best on a 2-core CPU for SmolLM2 (bench/elicit.py --batch-prompts); does not change results.
+    # Measured best on a 2-core CPU for SmolLM2 (bench/elicit.py --batch-prompts); changes results only
+    # through float rounding (see the README on batch size).
     batch_prompts: int = Field(32, ge=1)
 
     def identity(self) -> dict[str, Any]:

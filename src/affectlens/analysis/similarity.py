@@ -26,6 +26,7 @@ from affectlens.analysis import selection
 from affectlens.cells import CellSet, default_cells
 from affectlens.errors import AffectlensError
 from affectlens.stats import bootstrap_ci
+from affectlens.store.runs import well_formed_mask
 
 ROW_SUM_TOLERANCE = 1e-6
 MIN_FACES = 3  # below this a mean over faces, and a bootstrap over them, says little
@@ -132,17 +133,24 @@ def _check_names(names: Sequence[str]) -> None:
             raise AffectlensError(f"encoder names must be non-empty strings without commas, got {name!r}")
 
 
-def emission_encoder(generations: pd.DataFrame, cells: CellSet | None = None) -> pd.DataFrame:
+def emission_encoder(
+    generations: pd.DataFrame, cells: CellSet | None = None, faces: str = "well_formed"
+) -> pd.DataFrame:
     """Each face's empirical distribution over the cells whose prompts it was emitted in; n = emit count.
 
-    ``generations`` is an elicitation table with columns prompt_id, cell, sample, face (None or NaN where
-    a reply opened with no face). Faces come out most emitted first, ties by face string.
+    ``generations`` is an elicitation table with columns prompt_id, cell, face (None or NaN where a reply
+    opened with no face) and, in runs that record it, well_formed. ``faces="well_formed"`` (the default)
+    counts well-formed faces only, ``"all"`` whatever a reply opened with. Faces come out most emitted
+    first, ties by face string.
     """
     cells = cells or default_cells()
     missing = [c for c in GENERATION_COLUMNS if c not in generations.columns]
     if missing:
         raise AffectlensError(f"generations table is missing columns: {', '.join(missing)}")
-    emitted = generations.loc[generations["face"].notna(), ["cell", "face"]]
+    keep = generations["face"].notna()
+    if faces == "well_formed":
+        keep &= well_formed_mask(generations)
+    emitted = generations.loc[keep, ["cell", "face"]]
     if emitted.empty:
         return _encoder_frame([], np.empty((0, len(cells))), [], cells)
     unknown = sorted(set(emitted["cell"]) - set(cells.codes))

@@ -1,8 +1,9 @@
 """The one decoding loop: batched sampling from a prefilled KV cache, with per-row random streams.
 
 Elicitation, story generation and steering all decode here. Each row draws from its own generator, seeded
-from (seed, item, sample) by :func:`row_seed`, so results do not depend on batch size, batch order or
-resuming. A row leaves the batch as soon as its stop rule says it is done. Logits processors (such as the
+from (seed, item, sample) by :func:`row_seed`, so the draws do not depend on batch size, batch order or
+resuming (the logits do, in their last bits, since matrix kernels depend on the batch's shape). A row
+leaves the batch as soon as its stop rule says it is done. Logits processors (such as the
 :class:`Suppressor`) edit each step's logits before sampling.
 """
 
@@ -129,13 +130,6 @@ class Sampling:
         draws = draws * cdf[:, -1]
         tokens = torch.searchsorted(cdf, draws[:, None]).squeeze(1)
         return tokens.clamp(max=logits.shape[-1] - 1)
-
-
-def sample_tokens(
-    logits: torch.Tensor, generators: Sequence[torch.Generator], temperature: float
-) -> torch.Tensor:
-    """One token per row at ``temperature`` with no other filter (see :class:`Sampling`)."""
-    return Sampling(temperature).draw(logits, generators)
 
 
 def _eos_ids(handle: ModelHandle) -> set[int]:

@@ -105,15 +105,19 @@ def well_formed_mask(generations: pd.DataFrame) -> pd.Series:
     """True where a sample's face is well-formed; runs written before the column existed are judged now."""
     if "well_formed" in generations:
         return generations["well_formed"].fillna(False).astype(bool)
-    return pd.Series([isinstance(f, str) and is_well_formed(f, k) for f, k in
-                      zip(generations["face"], generations["face_kind"], strict=True)], index=generations.index)  # fmt: skip
+    kinds = generations["face_kind"] if "face_kind" in generations else ["kaomoji"] * len(generations)
+    judged = [
+        isinstance(f, str) and is_well_formed(f, k) for f, k in zip(generations["face"], kinds, strict=True)
+    ]
+    return pd.Series(judged, index=generations.index)
 
 
 def emitted_faces(path: Path | str) -> list[str]:
-    """The faces an elicitation run emitted, most frequent first."""
-    faces = read_generations(path)["face"].dropna()
+    """The well-formed faces an elicitation run emitted, most frequent first."""
+    generations = read_generations(path)
+    faces = generations["face"][well_formed_mask(generations)]
     if faces.empty:
-        raise AffectlensError(f"{path} emitted no faces")
+        raise AffectlensError(f"{path} emitted no well-formed faces")
     return list(faces.value_counts().index)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from affectlens.cells import CellSet
-from affectlens.stats import default_estimator
+from affectlens.stats import ClassifierResult, default_estimator, evaluate_classifier
 
 N_SPLITS = 5
 TOL = 1e-3  # lbfgs tolerance for every hidden-state fit, observed and null alike (the speed knob)
@@ -64,6 +64,29 @@ def classifier_summary(result: Any, *, keep_confusion: bool = True) -> dict[str,
         d.pop("confusion")
         d.pop("labels")
     return d
+
+
+def evaluate_faces(
+    X: Any, y: np.ndarray, groups: np.ndarray, labels: list[str], *, n_boot: int, n_permutations: int, seed: int,
+    **how: Any,
+) -> ClassifierResult:  # fmt: skip
+    """``evaluate_classifier`` of the cell over samples with a face (folds, bootstrap, permutations by prompt);
+    ``how`` is ``predict=`` or ``make_estimator=``."""
+    return evaluate_classifier(X, y, groups, labels=labels, n_splits=N_SPLITS, n_boot=n_boot,
+                               n_permutations=n_permutations, seed=seed, n_jobs=n_jobs(n_permutations), **how)  # fmt: skip
+
+
+def face_block(predictor: str, result: ClassifierResult, **extra: Any) -> dict[str, Any]:
+    """The JSON block of a face -> cell estimator: what predicts, the unit, CV, interval, ``extra``, scores."""
+    return {
+        "thin": False,
+        "predictor": predictor,
+        "unit": "sample with a face; folds, bootstrap and permutations by prompt",
+        "cv": CV,
+        "interval": INTERVAL,
+        **extra,
+        **classifier_summary(result),
+    }
 
 
 def frequent_faces(samples: pd.DataFrame, floor: int) -> tuple[pd.DataFrame, list[str]]:

@@ -12,18 +12,17 @@ import math
 import numpy as np
 
 from affectlens.analysis.kaomoji.common import (
-    CV,
     INTERVAL,
     MIN_SAMPLES,
     N_SPLITS,
-    classifier_summary,
-    n_jobs,
+    evaluate_faces,
+    face_block,
     thin,
 )
 from affectlens.analysis.kaomoji.face_chars import by_characters
 from affectlens.analysis.kaomoji.loading import Run
 from affectlens.cells import CellSet
-from affectlens.stats import bootstrap_ci, evaluate_classifier, grouped_folds
+from affectlens.stats import bootstrap_ci, grouped_folds
 
 
 def _face_majority(
@@ -124,17 +123,7 @@ def face_to_cell(run: Run, cells: CellSet, *, n_boot: int, n_permutations: int, 
         )
         return label_array[pred]
 
-    result = evaluate_classifier(face_codes, y, groups, labels=labels, n_splits=N_SPLITS, predict=predict,
-                                 n_boot=n_boot, n_permutations=n_permutations, seed=seed,
-                                 n_jobs=n_jobs(n_permutations))  # fmt: skip
-    return {
-        **base,
-        "thin": False,
-        "predictor": "the majority cell of the face in the training folds (ties: the cell listed first)",
-        "unit": "sample with a face; folds, bootstrap and permutations by prompt",
-        "cv": CV,
-        "interval": INTERVAL,
-        "seen_share": float(seen.mean()),
-        **counts,
-        **classifier_summary(result),
-    }
+    result = evaluate_faces(face_codes, y, groups, labels, predict=predict, n_boot=n_boot,
+                            n_permutations=n_permutations, seed=seed)  # fmt: skip
+    predictor = "the majority cell of the face in the training folds (ties: the cell listed first)"
+    return {**base, **face_block(predictor, result, seen_share=float(seen.mean()), **counts)}

@@ -13,17 +13,8 @@ import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from affectlens.analysis.kaomoji.common import (
-    CV,
-    INTERVAL,
-    MIN_SAMPLES,
-    N_SPLITS,
-    TOL,
-    classifier_summary,
-    n_jobs,
-    thin,
-)
-from affectlens.stats import evaluate_classifier, grouped_folds
+from affectlens.analysis.kaomoji.common import MIN_SAMPLES, N_SPLITS, TOL, evaluate_faces, face_block, thin
+from affectlens.stats import grouped_folds
 
 NGRAMS = (1, 3)
 CHAR_CLASSIFIER = (
@@ -92,17 +83,9 @@ def by_characters(
             f"prompts (need >= {MIN_SAMPLES}); the score would mostly measure the intercept",
             **counts,
         )
-    result = evaluate_classifier(faces, y, groups, labels=labels, n_splits=N_SPLITS, make_estimator=CharClassifier,
-                                 n_boot=n_boot, n_permutations=n_permutations, seed=seed,
-                                 n_jobs=n_jobs(n_permutations))  # fmt: skip
-    return {
-        "thin": False,
-        "predictor": "the cell a classifier on the face's characters gives; a face need not occur in training",
-        "classifier": CHAR_CLASSIFIER,
-        "unit": "sample with a face; folds, bootstrap and permutations by prompt",
-        "cv": CV,
-        "interval": INTERVAL,
-        "covered_share": float(covered.mean()),
-        **counts,
-        **classifier_summary(result),
-    }
+    result = evaluate_faces(faces, y, groups, labels, make_estimator=CharClassifier, n_boot=n_boot,
+                            n_permutations=n_permutations, seed=seed)  # fmt: skip
+    predictor = "the cell a classifier on the face's characters gives; a face need not occur in training"
+    return face_block(
+        predictor, result, classifier=CHAR_CLASSIFIER, covered_share=float(covered.mean()), **counts
+    )

@@ -62,6 +62,7 @@ def hidden_to_face(run: Run, *, floor: int, n_boot: int, n_permutations: int, se
     gain_ci = bootstrap_ci(lambda idx: float(gain[idx].mean()), groups, n_boot=n_boot, seed=seed)
     out = {
         "thin": False,
+        "question": UNCONDITIONAL,
         "layer": run.layer,
         "unit": "sample whose face was emitted >= floor times; folds, bootstrap and permutations by prompt",
         "classifier": CLASSIFIER,
@@ -103,7 +104,6 @@ def hidden_to_face(run: Run, *, floor: int, n_boot: int, n_permutations: int, se
             n_jobs=n_jobs(n_perm),
         )  # fmt: skip
         out.update(
-            question=UNCONDITIONAL,
             n_permutations=n_perm,
             p_value=test.p_value,
             min_attainable_p=test.min_attainable_p,
