@@ -138,3 +138,4 @@ class AnalysisConfig(Config):
     layer: int | None = Field(None, description="headline layer (default: the fixed 2/3 rule)")
     floor: int = Field(3, ge=1, description="faces need this many samples to enter face analyses")
     compare_floor: int = Field(1, ge=1, description="encoder comparison: faces emitted at least this often")
+    faces: Literal["well_formed", "all"] = Field("well_formed", description="which faces count as faces")

@@ -33,7 +33,7 @@ def analyze_runs(
 
         result["kaomoji"] = analyze_kaomoji(
             by_kind[ELICIT], str(out), n_permutations=config.n_permutations, layer=config.layer,
-            floor=config.floor, quiet=quiet, **shared,
+            floor=config.floor, faces=config.faces, quiet=quiet, **shared,
         )  # fmt: skip
     if by_kind[LIKELIHOOD]:
         from affectlens.api.compare import compare

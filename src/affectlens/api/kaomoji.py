@@ -14,11 +14,11 @@ from affectlens.store.runs import KAOMOJI_ANALYSIS
 
 def analyze_kaomoji(runs: list[str], out: str | Path, *, cells: CellSet | None = None,
                     n_permutations: int = 1000, n_boot: int = 1000, seed: int = 0, layer: int | None = None,
-                    floor: int = 3, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+                    floor: int = 3, faces: str = "well_formed", quiet: bool = False) -> dict[str, Any]:  # fmt: skip
     """Analyze elicitation run folders (see ``affectlens.analysis.kaomoji.analyze_runs``); writes
     ``out/analysis.json`` and ``out/figures/``, with figure paths relative to ``out``. Returns what it wrote."""
     analysis = analyze_runs(runs, cells=cells, n_permutations=n_permutations, n_boot=n_boot, seed=seed,
-                            layer=layer, floor=floor, quiet=quiet)  # fmt: skip
+                            layer=layer, floor=floor, faces=faces, quiet=quiet)  # fmt: skip
     out_dir = Path(out)
     figures, alignment_figures = draw(analysis, out_dir)
     result = analysis.to_json(figures, alignment_figures)

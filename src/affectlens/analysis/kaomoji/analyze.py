@@ -30,11 +30,17 @@ from affectlens.cells import CellSet
 from affectlens.errors import AffectlensError
 from affectlens.progress import progress
 
+FACE_RULES = {
+    "well_formed": "well-formed faces only: a reply that opens with bracketed noise counts as one without a face",
+    "all": "every face a reply opens with, well-formed or not",
+}
+
 
 def _settings(
-    cells: CellSet, *, n_permutations: int, n_boot: int, seed: int, floor: int, layer: int | None
+    cells: CellSet, *, n_permutations: int, n_boot: int, seed: int, floor: int, layer: int | None, faces: str
 ) -> dict[str, Any]:
     return {
+        "faces": FACE_RULES[faces],
         "n_permutations": n_permutations,
         "n_boot": n_boot,
         "seed": seed,
@@ -101,6 +107,7 @@ def analyze_runs(
     seed: int = 0,
     layer: int | None = None,
     floor: int = 3,
+    faces: str = "well_formed",
     quiet: bool = False,
 ) -> KaomojiAnalysis:
     """Kaomoji analyses of elicitation run folders; reads them, writes nothing.
@@ -116,14 +123,15 @@ def analyze_runs(
     intervals (``n_boot`` resamples of prompts; of cells for the geometry correlations); p-values are
     (k + 1) / (n_permutations + 1), except that cell relabellings are enumerated when k! <= n_permutations
     and no p is reported below its exact floor. ``cells=None`` takes the cell set the first run's elicit stage
-    recorded (pad9 where it recorded none).
+    recorded (pad9 where it recorded none). ``faces="well_formed"`` (the default) counts only well-formed
+    faces as faces; ``"all"`` counts whatever a reply opens with.
     """
     if not runs:
         raise AffectlensError("analyze needs at least one run folder")
     if n_boot < 1 or n_permutations < 0:
         raise AffectlensError("n_boot must be >= 1 and n_permutations >= 0")
     floor = max(int(floor), 1)
-    loaded, cells = load_runs(runs, layer, cells)
+    loaded, cells = load_runs(runs, layer, cells, faces)
     resampling = dict(n_boot=n_boot, n_permutations=n_permutations, seed=seed)
     results: dict[str, RunAnalysis] = {}
     alignment = []
@@ -138,7 +146,13 @@ def analyze_runs(
                 alignment.append(align(a, b, cells, **resampling))
     return KaomojiAnalysis(
         settings=_settings(
-            cells, n_permutations=n_permutations, n_boot=n_boot, seed=seed, floor=floor, layer=layer
+            cells,
+            n_permutations=n_permutations,
+            n_boot=n_boot,
+            seed=seed,
+            floor=floor,
+            layer=layer,
+            faces=faces,
         ),
         runs=results,
         alignment=alignment,
