@@ -122,3 +122,21 @@ def test_vectors_prints_headline_numbers_not_a_count_of_json_keys(capsys):
     )
     out = capsys.readouterr().out
     assert "0.871 [0.813, 0.929]" in out and "0.833" in out and "sections" not in out
+
+
+def test_rows_from_parts_written_before_well_formed_existed_are_judged_not_dropped():
+    # A resumed run concatenates old parts (no column) with new ones: the old rows come back as NaN.
+    import pandas as pd
+
+    from affectlens.store.runs import well_formed_mask
+
+    merged = pd.concat(
+        [
+            pd.DataFrame({"face": ["(^_^)", "(65)"], "face_kind": ["kaomoji"] * 2}),
+            pd.DataFrame(
+                {"face": ["(T_T)", None], "face_kind": ["kaomoji", None], "well_formed": [True, None]}
+            ),
+        ],
+        ignore_index=True,
+    )
+    assert well_formed_mask(merged).tolist() == [True, False, True, False]

@@ -63,3 +63,11 @@ def test_filters_enter_the_run_identity_only_when_on():
     assert ElicitConfig(top_p=0.9).identity()["top_p"] == 0.9
     assert ElicitConfig(min_p=0.05).identity() != ElicitConfig().identity()
     assert StoryConfig(top_k=40).identity()["top_k"] == 40
+
+
+def test_a_draw_of_exactly_zero_never_lands_on_a_filtered_token(monkeypatch):
+    import affectlens.runtime.generate as generate
+
+    monkeypatch.setattr(generate.torch, "rand", lambda *args, **kwargs: torch.tensor(0.0))
+    logits = torch.tensor([[0.0, 5.0, 1.0, 0.5]])  # token 0 is outside the top-1
+    assert Sampling(top_k=1).draw(logits, [torch.Generator()]).item() == 1

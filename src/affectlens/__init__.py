@@ -8,7 +8,7 @@ The public API is six verbs and their configs::
     model = affectlens.load_model("smollm2-135m")
     affectlens.elicit(model, "runs/smol", config=ElicitConfig(samples=8, primed=True))
     affectlens.analyze(["runs/smol"], "runs/analysis")
-    affectlens.reporting("runs/smol", "runs/analysis", out="runs/report")
+    affectlens.report("runs/smol", "runs/analysis", out="runs/report")
 
 ``import affectlens`` does not import torch or transformers; the verbs do, when called.
 """

@@ -106,7 +106,9 @@ class LikelihoodConfig(Config):
     memory_mb: int = Field(512, ge=1, description="bounds one forward pass's activations")
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"memory_mb"})
+        # "bayes" was the only aggregation once: folders made then hold no key for it, and must still resume.
+        out = self.model_dump(mode="json", exclude={"memory_mb"})
+        return out if self.aggregation != "bayes" else {k: v for k, v in out.items() if k != "aggregation"}
 
 
 class VectorsConfig(Config):
@@ -115,6 +117,9 @@ class VectorsConfig(Config):
     denoise_variance: float = Field(0.5, ge=0, lt=1, description="share of neutral variance projected out")
     # About 13 stories of ~150 tokens. Not tuned; bench/vectors.py --batch-tokens compares.
     batch_tokens: int = Field(2048, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"batch_tokens"})
 
 
 class StoryConfig(SamplingConfig):

@@ -14,7 +14,6 @@ LAYER_CONVENTION = (
     "layer i = residual stream output of decoder block i, counting from 0; embeddings are not a layer"
 )
 H_FIRST_POSITION = "last prompt token"
-HEADLINE_RULE = "round(2/3 x (n_layers - 1)), or the stored layer nearest to it; fixed before any fit"
 
 
 def headline_layer(n_layers: int, stored: Sequence[int] | None = None) -> int:

@@ -6,7 +6,8 @@ kaomoji (up to three "arm" characters, then a balanced bracket group, then trail
 whitespace), a leading run of emoji grapheme clusters, and a bracketless token of 2-16 characters.
 Canonicalization (``canonicalize``): NFC, delete invisible format characters outside emoji sequences, fold
 full-width ASCII, delete whitespace, keep only the outermost bracket group that starts at the first opening
-bracket. Markdown escapes of emphasis characters (``\*``, ``\_``, ``\~``, ``\```) are undone first.
+bracket. Extraction first undoes markdown escapes of emphasis characters (``\*``, ``\_``, ``\~``, ``\```)
+in the face it found; ``canonicalize`` leaves backslashes alone, so that it stays idempotent.
 
 Extraction says what a reply opens with; ``well_formed`` says whether that is a kaomoji at all, or bracketed
 noise such as ``(65)``, ``(1.)`` or ``(Sこ子)`` (see :func:`is_well_formed`).

@@ -21,12 +21,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, nested_validation, one_line
+from affectlens.config import (
+    DEFAULT_INSTRUCTION,
+    AnalysisConfig,
+    ElicitConfig,
+    LikelihoodConfig,
+    nested_validation,
+    one_line,
+)
 from affectlens.errors import AffectlensError
 from affectlens.reporting.format import number
 
 Stage = Literal["elicit", "likelihood", "vectors", "compare", "analyze", "report"]
-ALL_STAGES: tuple[str, ...] = ("elicit", "likelihood", "vectors", "compare", "analyze", "report")
 
 
 class _Strict(BaseModel):
@@ -55,8 +61,9 @@ class LikelihoodSettings(LikelihoodConfig):
     prompts_per_cell: int | None = Field(None, ge=1, description="score a balanced subset of prompts")
 
 
-# Set once for the whole study (seed) or per model (primed, suppress), never inside a stage's block.
-_NOT_IN_BLOCKS = {"seed", "primed", "suppress"}
+# Set once for the whole study (seed, instruction) or per model (primed, suppress), never inside a stage's
+# block: elicitation and likelihood must see the same prompt.
+_NOT_IN_BLOCKS = {"seed", "instruction", "primed", "suppress"}
 
 
 class Study(_Strict):
@@ -64,6 +71,7 @@ class Study(_Strict):
     out: str
     prompts: str | None = None
     seed: int = 0
+    instruction: str = DEFAULT_INSTRUCTION
     models: list[ModelEntry] = Field(min_length=1)
     stages: list[Stage] = Field(
         default_factory=lambda: ["elicit", "likelihood", "compare", "analyze", "report"]
@@ -86,8 +94,8 @@ class Study(_Strict):
             misplaced = getattr(self, block).model_fields_set & _NOT_IN_BLOCKS
             if misplaced:
                 raise ValueError(
-                    f"{block}: {', '.join(sorted(misplaced))} is set at the top level (seed) or per model "
-                    "(primed, suppress)"
+                    f"{block}: {', '.join(sorted(misplaced))} is set at the top level (seed, instruction) or per "
+                    "model (primed, suppress)"
                 )
         return self
 
@@ -151,7 +159,8 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
                 log(f"loading {entry.spec}")
                 handle = api.load_model(entry.spec, dtype=entry.dtype, device=entry.device)
             folder = str(root / entry.name / stage)
-            per_model = {"seed": study.seed, "primed": entry.primed, "suppress": tuple(entry.suppress)}
+            per_model = {"seed": study.seed, "instruction": study.instruction, "primed": entry.primed,
+                         "suppress": tuple(entry.suppress)}  # fmt: skip
             if stage == "elicit":
                 block = study.elicit
                 config = ElicitConfig(**block.model_dump(exclude={"prompts_per_cell"}) | per_model)
@@ -164,7 +173,8 @@ def run_study(study: Study, *, quiet: bool = False, log=print) -> dict[str, Any]
             elif stage == "likelihood":
                 block = study.likelihood
                 config = LikelihoodConfig(
-                    **block.model_dump(exclude={"faces", "prompts_per_cell"}) | {"primed": entry.primed}
+                    **block.model_dump(exclude={"faces", "prompts_per_cell"})
+                    | {"primed": entry.primed, "instruction": study.instruction}
                 )
                 subset = prompts.balanced(block.prompts_per_cell)
                 api.likelihood(handle, folder, faces=block.faces, prompts=subset, config=config, quiet=quiet)

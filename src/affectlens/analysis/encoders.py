@@ -50,10 +50,10 @@ class Comparison:
     common_rows: list[dict[str, Any]] | None = None  # each single encoder on the common faces
 
 
-def _source(run: Path | str) -> tuple[str, dict[str, Any]]:
-    """(stage, manifest entry) that a run is read from as an encoder: likelihood first, else elicitation."""
+def _source(run: Path | str, kinds: tuple[str, ...] = (LIKELIHOOD, ELICIT)) -> tuple[str, dict[str, Any]]:
+    """(stage, manifest entry) that a run is read from as an encoder: the first of ``kinds`` it finished."""
     stages = finished_stages(run)
-    for kind in (LIKELIHOOD, ELICIT):
+    for kind in kinds:
         if kind in stages:
             return kind, stages[kind]
     raise AffectlensError(f"{run} has no finished likelihood or elicit stage to read faces from")
@@ -65,12 +65,14 @@ def run_cells(run: Path | str) -> CellSet:
     return get_cell_set(entry.get("cells", "pad9"))
 
 
-def load_encoder(run: Path | str, cells: CellSet | None = None) -> tuple[str, pd.DataFrame]:
-    """(name, encoder table) of a run folder: its likelihood stage if it has one, else its emissions.
+def load_encoder(run: Path | str, cells: CellSet | None = None, *, emitted: bool = False
+                 ) -> tuple[str, pd.DataFrame]:  # fmt: skip
+    """(name, encoder table) of a run folder: its likelihood stage if it has one, else its emissions
+    (``emitted=True`` reads the emissions of a folder that holds both).
 
     ``cells`` defaults to the run's own cell set (:func:`run_cells`).
     """
-    kind, entry = _source(run)
+    kind, entry = _source(run, (ELICIT,) if emitted else (LIKELIHOOD, ELICIT))
     cells = cells or get_cell_set(entry.get("cells", "pad9"))
     spec = entry["identity"]["model"]["spec"]
     if kind == ELICIT:
@@ -107,7 +109,7 @@ def compare_runs(
     ``cells`` defaults to the cell set the truth run names; every encoder is read on those cells.
     """
     cells = cells or run_cells(truth_run)
-    truth_name, truth = load_encoder(truth_run, cells)
+    truth_name, truth = load_encoder(truth_run, cells, emitted=True)
     if truth["n"].sum() == 0:
         raise AffectlensError(f"--truth {truth_run} must be an elicitation run (emitted faces with counts)")
     loaded = [load_encoder(run, cells) for run in encoder_runs]

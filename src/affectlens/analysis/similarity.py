@@ -30,7 +30,7 @@ from affectlens.store.runs import well_formed_mask
 
 ROW_SUM_TOLERANCE = 1e-6
 MIN_FACES = 3  # below this a mean over faces, and a bootstrap over them, says little
-GENERATION_COLUMNS = ("prompt_id", "cell", "sample", "face")
+REQUIRED_GENERATION_COLUMNS = ("prompt_id", "cell", "sample", "face")
 N_SPLITS = 10  # seeded halvings of the faces behind the best ensemble's held-out score
 # Which faces a row is scored on: "own" = the truth's faces (n >= floor) this encoder scores; "common" = those
 # every encoder and the truth share, the one face set of the whole ensemble ranking.
@@ -144,7 +144,7 @@ def emission_encoder(
     first, ties by face string.
     """
     cells = cells or default_cells()
-    missing = [c for c in GENERATION_COLUMNS if c not in generations.columns]
+    missing = [c for c in REQUIRED_GENERATION_COLUMNS if c not in generations.columns]
     if missing:
         raise AffectlensError(f"generations table is missing columns: {', '.join(missing)}")
     keep = generations["face"].notna()

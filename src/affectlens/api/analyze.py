@@ -7,7 +7,7 @@ from typing import Any
 
 from affectlens.config import AnalysisConfig
 from affectlens.errors import AffectlensError
-from affectlens.store.runs import ELICIT, LIKELIHOOD, VECTORS, finished_stages, run_kind
+from affectlens.store.runs import ELICIT, LIKELIHOOD, VECTORS, finished_stages
 
 
 def _slug(text: str) -> str:
@@ -21,7 +21,11 @@ def analyze_runs(
         raise AffectlensError("analyze needs at least one run folder")
     by_kind: dict[str, list[str]] = {ELICIT: [], LIKELIHOOD: [], VECTORS: []}
     for run in runs:
-        by_kind[run_kind(run)].append(run)
+        kinds = [kind for kind in by_kind if kind in finished_stages(run)]
+        if not kinds:
+            raise AffectlensError(f"{run} has no finished elicit, likelihood or vectors stage")
+        for kind in kinds:  # a folder that holds several stages is analysed as each of them
+            by_kind[kind].append(run)
     if by_kind[LIKELIHOOD] and not by_kind[ELICIT]:
         raise AffectlensError(
             "likelihood runs are compared with the faces of an elicitation run: give one too"
@@ -54,6 +58,6 @@ def analyze_runs(
             spec = finished_stages(run)[VECTORS]["identity"]["model"]["spec"]
             result["emotions"][spec] = analyze_emotions(
                 run, str(out / "emotions" / _slug(spec)), n_permutations=config.n_permutations,
-                elicitation_run=specs.get(spec), **shared,
+                elicitation_run=specs.get(spec), layer=config.layer, **shared,
             )  # fmt: skip
     return result

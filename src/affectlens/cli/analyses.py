@@ -79,12 +79,21 @@ def analyze(
     floor: Annotated[int, typer.Option(help="Faces need this many samples to enter face analyses.")] = A(
         "floor"
     ),
+    faces: Annotated[str, typer.Option(help="well_formed (the default) or all: which faces count.")] = A(
+        "faces"
+    ),
+    compare_floor: Annotated[int, typer.Option(help="Comparison: faces emitted at least this often.")] = A(
+        "compare_floor"
+    ),
     seed: int = A("seed"),
     quiet: Quiet = False,
 ) -> None:
     """Each run by its kind: kaomoji analyses of elicitation runs (hidden -> cell, face -> cell, hidden -> face,
     geometry, alignment), likelihood runs against the first elicitation run, emotion analyses of vectors runs."""
-    config = AnalysisConfig(n_permutations=n_permutations, n_boot=n_boot, layer=layer, floor=floor, seed=seed)
+    config = AnalysisConfig(
+        n_permutations=n_permutations, n_boot=n_boot, layer=layer, floor=floor, faces=faces,
+        compare_floor=compare_floor, seed=seed,
+    )  # fmt: skip
     result = api.analyze(runs, out, config=config, quiet=quiet)
     if "kaomoji" in result:
         print_headlines(result["kaomoji"])

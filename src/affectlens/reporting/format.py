@@ -77,10 +77,10 @@ def p_value(result: Mapping[str, Any], key: str = "p_value") -> str:
     p = result.get(key)
     if p is None:
         return "not tested"
-    return (
-        f"{number(p)} (min {number(result.get('min_attainable_p'))}, "
-        f"{number(result.get('n_permutations'))} perms)"
-    )
+    floor = result.get("min_attainable_p")
+    # Enough decimals that the smallest attainable p never prints as 0 (2,000 shuffles: 0.0005).
+    digits = max(3, math.ceil(-math.log10(2 * floor))) if isinstance(floor, float) and floor > 0 else 3
+    return f"{number(p, digits)} (min {number(floor, digits)}, {number(result.get('n_permutations'))} perms)"
 
 
 def headline(result: Mapping[str, Any], value: str = "accuracy") -> str:

@@ -128,7 +128,8 @@ class Sampling:
         cdf = self.probabilities(logits).cumsum(dim=-1)
         draws = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device)
         draws = draws * cdf[:, -1]
-        tokens = torch.searchsorted(cdf, draws[:, None]).squeeze(1)
+        # right=True: a draw of exactly 0 must not land on a leading token that a filter set to 0.
+        tokens = torch.searchsorted(cdf, draws[:, None], right=True).squeeze(1)
         return tokens.clamp(max=logits.shape[-1] - 1)
 
 

@@ -189,7 +189,7 @@ def elicit(handle: ModelHandle, out: str, prompts: PromptSet | None = None, conf
 
 def summarize(generations: pd.DataFrame, top: int = 3) -> dict[str, object]:
     """Per cell and overall: the share of replies that open with a bracket or emoji (``face_rate``), the
-    share that open with a well-formed face (``well_formed_rate``), and the top faces."""
+    share that open with a well-formed face (``well_formed_rate``), and the top well-formed faces."""
 
     def rates(group: pd.DataFrame) -> dict[str, object]:
         n = max(len(group), 1)
@@ -201,7 +201,7 @@ def summarize(generations: pd.DataFrame, top: int = 3) -> dict[str, object]:
 
     per_cell = {}
     for cell, group in generations.groupby("cell", sort=False):
-        faces = group["face"].dropna()
+        faces = group["face"][well_formed_mask(group)]
         top_faces = [[face, int(count)] for face, count in faces.value_counts().head(top).items()]
         per_cell[cell] = {"n": len(group), **rates(group), "top_faces": top_faces}
     well = generations["face"][well_formed_mask(generations)]

@@ -66,7 +66,10 @@ def write_bytes(path: Path | str, data: bytes) -> None:
 
 
 def write_json(path: Path | str, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Strict JSON: NaN and infinities are written as null (JSON has no NaN)."""
+    write_text(
+        path, json.dumps(json_ready(data), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n"
+    )
 
 
 def write_jsonl(path: Path | str, records: list[dict[str, Any]]) -> None:
@@ -100,6 +103,9 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes folders owner-only, like mkstemp
+        if path.exists():
+            return  # another process finished the same folder first; its copy is as good as ours
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

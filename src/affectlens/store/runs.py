@@ -27,7 +27,7 @@ GENERATION_COLUMNS = [
     "prompt_id", "cell", "sample", "reply", "face", "face_kind", "well_formed", "n_new_tokens", "stop",
 ]  # fmt: skip
 # Which faces the analyses count: only well-formed ones (the default), or whatever a reply opens with.
-FACE_SETS = ("well_formed", "all")
+FACE_FILTERS = ("well_formed", "all")
 # Files that analyses leave in their output folders; the report looks for them by name.
 KAOMOJI_ANALYSIS, COMPARISON, EMOTIONS_ANALYSIS = "analysis.json", "comparison.json", "emotions.json"
 # What an encoder comparison leaves beside COMPARISON; the figure stem gets .png and .svg.
@@ -210,12 +210,3 @@ def read_vectors(path: Path | str) -> VectorsRun:
         layer_convention=str(RunStore(root).manifest().get("layer_convention", "")),
         **tables,
     )
-
-
-def run_kind(path: Path | str) -> str:
-    """The kind a run folder is read as: likelihood, then vectors, then elicit (a folder may hold several)."""
-    stages = finished_stages(path)
-    for kind in (LIKELIHOOD, VECTORS, ELICIT):
-        if kind in stages:
-            return kind
-    raise AffectlensError(f"{path} has no finished elicit, likelihood or vectors stage")

@@ -61,6 +61,7 @@ def implicit_test(
                 seed=seed,
             )
             entry["p_value"], entry["min_attainable_p"] = test.p_value, test.min_attainable_p
+            entry["n_permutations"] = test.n_permutations
         out[f"top{k}"] = entry
     out["scenarios"] = [
         {

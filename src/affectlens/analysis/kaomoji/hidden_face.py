@@ -99,7 +99,7 @@ def hidden_to_face(run: Run, *, floor: int, n_boot: int, n_permutations: int, se
             null_accuracy, prompt_ids, prompt_ids, result.accuracy, n_permutations=n_perm, seed=seed,
             n_jobs=n_jobs(n_perm),
         )  # fmt: skip
-        within, floor = within_strata_test(
+        within, within_floor = within_strata_test(
             null_accuracy, prompt_cell.astype(str), result.accuracy, n_permutations=n_perm, seed=seed,
             n_jobs=n_jobs(n_perm),
         )  # fmt: skip
@@ -114,7 +114,7 @@ def hidden_to_face(run: Run, *, floor: int, n_boot: int, n_permutations: int, se
                 "question": CONDITIONAL,
                 "n_permutations": n_perm,
                 "p_value": within.p_value,
-                "min_attainable_p": floor,
+                "min_attainable_p": within_floor,
                 "null_mean": float(within.null.mean()),
                 "permutation": "hidden states shuffled only between prompts of the same cell (a prompt's samples "
                 "stay together); the null keeps what the cell says about the face, so a small p means the "

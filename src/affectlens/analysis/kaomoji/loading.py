@@ -13,7 +13,7 @@ from affectlens.analysis.kaomoji.common import LAYER_RULE
 from affectlens.cells import CellSet, get_cell_set
 from affectlens.conventions import headline_layer
 from affectlens.errors import AffectlensError
-from affectlens.store.runs import FACE_SETS, ElicitRun, read_elicit, well_formed_mask
+from affectlens.store.runs import FACE_FILTERS, ElicitRun, read_elicit, well_formed_mask
 
 
 @dataclass
@@ -41,8 +41,8 @@ def load_runs(paths: Sequence[str], layer: int | None, cells: CellSet | None,
     ``faces="well_formed"`` (the default) counts only well-formed faces as faces; ``"all"`` counts whatever a
     reply opens with.
     """
-    if faces not in FACE_SETS:
-        raise AffectlensError(f"faces must be one of {', '.join(FACE_SETS)}, got {faces!r}")
+    if faces not in FACE_FILTERS:
+        raise AffectlensError(f"faces must be one of {', '.join(FACE_FILTERS)}, got {faces!r}")
     elicited = [read_elicit(path) for path in paths]
     if cells is None:
         cells = get_cell_set(str(elicited[0].entry.get("cells", "pad9")))

@@ -63,9 +63,9 @@ def face_usage_section(manifests: Manifests) -> Section:
     """Per finished elicitation run: face rate and top faces per cell, in the order of the run's cell set."""
     blocks: list[str | Table | Figure] = [
         "How often each model opened its reply with a face, per affect cell of the prompt, and its most frequent "
-        "faces there. Two rates: a reply that opens with a bracket or an emoji, and a reply that opens with a "
+        "well-formed faces there. Two rates: a reply that opens with a bracket or an emoji, and a reply that opens with a "
         "well-formed face (balanced brackets, face glyphs, no number or word inside; see the README's face "
-        "rules). The analyses count well-formed faces only. A face tends to appear in contexts of that cell; "
+        "rules). The analyses count well-formed faces only, unless run with faces='all' (their settings say which). A face tends to appear in contexts of that cell; "
         "this does not show what the model feels."
     ]
     for folder, manifest in manifests.items():
