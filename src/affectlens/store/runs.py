@@ -103,13 +103,19 @@ def read_generations(path: Path | str) -> pd.DataFrame:
 
 def well_formed_mask(generations: pd.DataFrame) -> pd.Series:
     """True where a sample's face is well-formed; runs written before the column existed are judged now."""
-    if "well_formed" in generations:
-        return generations["well_formed"].fillna(False).astype(bool)
     kinds = generations["face_kind"] if "face_kind" in generations else ["kaomoji"] * len(generations)
-    judged = [
-        isinstance(f, str) and is_well_formed(f, k) for f, k in zip(generations["face"], kinds, strict=True)
-    ]
-    return pd.Series(judged, index=generations.index)
+    judged = pd.Series(
+        [
+            isinstance(f, str) and is_well_formed(f, k)
+            for f, k in zip(generations["face"], kinds, strict=True)
+        ],
+        index=generations.index,
+    )
+    if "well_formed" not in generations:
+        return judged
+    # A resumed run can hold parts written before the column existed: those rows are judged now.
+    recorded = generations["well_formed"]
+    return recorded.where(recorded.notna(), judged).astype(bool)
 
 
 def emitted_faces(path: Path | str) -> list[str]:
