@@ -140,3 +140,41 @@ def test_rows_from_parts_written_before_well_formed_existed_are_judged_not_dropp
         ignore_index=True,
     )
     assert well_formed_mask(merged).tolist() == [True, False, True, False]
+
+
+def test_an_unfinished_run_resumes_only_in_its_own_dtype(tmp_path):
+    from types import SimpleNamespace
+
+    from affectlens.stages.base import Part, Stage
+
+    class Counting(Stage):
+        name = "counting"
+
+        def identity(self):
+            return {"n": 2}
+
+        def keys(self):
+            return ["a", "b"]
+
+        def groups(self, pending):
+            return [[key] for key in pending]
+
+        def compute(self, group):
+            if group == ["b"] and self.handle.fail:
+                raise KeyboardInterrupt  # killed mid-run: part "a" is on disk, "b" is not
+            return Part()
+
+        def merge(self, seconds, n_computed):
+            return {"computed": n_computed}
+
+    def handle(dtype, fail=False):
+        return SimpleNamespace(spec="m", fail=fail, describe=lambda: {"dtype": dtype})
+
+    with pytest.raises(KeyboardInterrupt):
+        Counting(handle("float32", fail=True), str(tmp_path), quiet=True).run()
+    with pytest.raises(AffectlensError, match="computed in float32; resuming it in bfloat16"):
+        Counting(handle("bfloat16"), str(tmp_path), quiet=True).run()
+    assert Counting(handle("float32"), str(tmp_path), quiet=True).run() == {"computed": 1}
+    assert Counting(handle("bfloat16"), str(tmp_path), quiet=True).run() == {
+        "computed": 1
+    }  # finished: any dtype reads it

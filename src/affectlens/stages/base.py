@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import pandas as pd
 import torch
 
+from affectlens.errors import AffectlensError
 from affectlens.progress import progress
 from affectlens.runtime.loading import ModelHandle
 from affectlens.store.manifest import RunStore, part_tag
@@ -74,8 +75,21 @@ class Stage(ABC):
     def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
         """Write the run's files from its parts; return the summary for the manifest."""
 
+    def _check_precision(self) -> None:
+        """An unfinished run resumes only in the dtype its parts were computed in."""
+        earlier = self.store.stage(self.name)
+        if not earlier or earlier.get("finished"):
+            return
+        was, now = (earlier.get("model") or {}).get("dtype"), self.handle.describe()["dtype"]
+        if was and was != now:
+            raise AffectlensError(
+                f"{self.store.root} holds an unfinished {self.name!r} run computed in {was}; resuming it in {now} "
+                f"would mix precisions. Use --dtype {was}, or a new --out folder."
+            )
+
     def run(self) -> dict[str, Any]:
         self.validate()
+        self._check_precision()
         if self.store.begin(self.name, self.identity(), self.manifest_extra()):
             return self.store.stage(self.name)["summary"]
         keys = self.keys()
