@@ -33,19 +33,6 @@ from affectlens.stats import default_estimator, grouped_cv_predict
 from affectlens.stimuli.corpus import DEFAULT_CORPUS, FILES, banned_hits, load_corpus
 from affectlens.store.runs import read_vectors
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread(request):
-    """Tiny models run fastest on one thread: on a busy machine a second thread spins at every op barrier."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------ (a) planted directions
 
 

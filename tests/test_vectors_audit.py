@@ -24,19 +24,6 @@ from affectlens.stages.vectors import (
 )
 from affectlens.stats import pearson_with_ci
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread(request):
-    """Tiny models run fastest on one thread (as in test_vectors)."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------- (1) neutral means and the sink
 
 OFFSET = 12
