@@ -144,3 +144,51 @@ class AnalysisConfig(Config):
     floor: int = Field(3, ge=1, description="faces need this many samples to enter face analyses")
     compare_floor: int = Field(1, ge=1, description="encoder comparison: faces emitted at least this often")
     faces: Literal["well_formed", "all"] = Field("well_formed", description="which faces count as faces")
+
+
+# The default dose-response grid: nine points in [-0.5, 0.5], in units of the layer's mean residual norm.
+DEFAULT_ALPHAS = (-0.5, -0.375, -0.25, -0.125, 0.0, 0.125, 0.25, 0.375, 0.5)
+
+
+class SteerConfig(ElicitConfig):
+    """Elicitation under steering: the elicitation settings, and what is added to the residual stream."""
+
+    emotions: tuple[str, ...] = Field(
+        ..., min_length=1, description="emotions of the vectors run to steer along"
+    )
+    alphas: tuple[float, ...] = Field(DEFAULT_ALPHAS, min_length=1, description="steering strengths")
+    steer_layers: tuple[int, ...] | None = Field(
+        None, description="blocks whose output is steered (None: the vectors run's headline layer)"
+    )
+    unit: Literal["norm", "raw"] = Field(
+        "norm", description="norm: alpha x unit(v) x n_L (n_L = mean residual norm); raw: alpha x v"
+    )
+    vector: Literal["denoised", "raw"] = "denoised"
+    position: Literal["all", "prompt", "response"] = "all"
+    random_controls: int = Field(8, ge=0, description="norm-matched random directions")
+    control_seed: int = Field(0, description="seed of the random directions")
+    orthogonal_controls: bool = Field(True, description="each emotion with the other emotions projected out")
+    read_layer: int | None = Field(
+        None, description="layer whose h_first is projected (None: 3 past the last steered)"
+    )
+    force: bool = Field(False, description="allow |alpha| beyond the sane bound")
+
+    def identity(self) -> dict[str, Any]:
+        out = {k: v for k, v in super().identity().items() if k != "force"}
+        return out | {"steer_layers": list(self.steer_layers) if self.steer_layers else "headline"}
+
+
+class MonitorConfig(SamplingConfig):
+    """Per-token readings of generated text on every emotion vector, at one layer."""
+
+    samples: int = Field(1, ge=1, description="replies per prompt")
+    max_new_tokens: int = Field(48, ge=1)
+    seed: int = 0
+    instruction: str = DEFAULT_INSTRUCTION
+    primed: bool = False
+    layer: int | None = Field(None, description="layer to read (None: the vectors run's headline layer)")
+    vector: Literal["denoised", "raw"] = "denoised"
+    batch_prompts: int = Field(16, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in super().identity().items() if k != "batch_prompts"}

@@ -36,3 +36,9 @@ def check_layers(layers: Sequence[int], n_layers: int, model: str) -> list[int]:
     if bad or not layers:
         raise AffectlensError(f"layers {list(layers)} out of range: {model} has layers 0..{n_layers - 1}")
     return sorted({int(layer) for layer in layers})
+
+
+def story_start(n_tokens: int, offset: int) -> int:
+    """First token of a text's capture range (stories, scenarios, neutral dialogues): ``offset``, or ``n // 2``
+    when the text is not longer than it; past token 0 (the attention sink) whenever ``n > 1`` and ``offset > 0``."""
+    return offset if n_tokens > offset else min(offset, n_tokens // 2)

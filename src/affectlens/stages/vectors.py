@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from affectlens.config import VectorsConfig
-from affectlens.conventions import LAYER_CONVENTION, check_layers, headline_layer
+from affectlens.conventions import LAYER_CONVENTION, check_layers, headline_layer, story_start
 from affectlens.errors import AffectlensError
 from affectlens.runtime.capture import TokenMean, capture
 from affectlens.runtime.loading import ModelHandle
@@ -63,12 +63,6 @@ LOGIT_LENS_RULE = (
     "the layer: the change in next-token logits when the mean story state moves to the emotion's mean (final "
     "norm applied as the model's own module; no logit soft-capping)"
 )
-
-
-def story_start(n_tokens: int, offset: int) -> int:
-    """First token of a text's capture range (stories, scenarios, neutral dialogues): ``offset``, or ``n // 2``
-    when the text is not longer than it; past token 0 (the attention sink) whenever ``n > 1`` and ``offset > 0``."""
-    return offset if n_tokens > offset else min(offset, n_tokens // 2)
 
 
 def default_layers(handle: ModelHandle) -> list[int]:

@@ -23,6 +23,7 @@ from affectlens.store.manifest import MANIFEST, RunStore
 from affectlens.store.read import read_json, read_parquet, read_tensors
 
 ELICIT, LIKELIHOOD, VECTORS, STORIES = "elicit", "likelihood", "vectors", "stories"
+STEER, MONITOR = "steer", "monitor"
 GENERATION_COLUMNS = [
     "prompt_id", "cell", "sample", "reply", "face", "face_kind", "well_formed", "n_new_tokens", "stop",
 ]  # fmt: skip
@@ -30,6 +31,7 @@ GENERATION_COLUMNS = [
 FACE_FILTERS = ("well_formed", "all")
 # Files that analyses leave in their output folders; the report looks for them by name.
 KAOMOJI_ANALYSIS, COMPARISON, EMOTIONS_ANALYSIS = "analysis.json", "comparison.json", "emotions.json"
+STEERING_ANALYSIS = "steering.json"
 # What an encoder comparison leaves beside COMPARISON; the figure stem gets .png and .svg.
 SIMILARITY_TABLE, SIMILARITY_MARKDOWN, SIMILARITY_FIGURE = "similarity.parquet", "similarity.md", "similarity"
 ENSEMBLES, LOOKUP = "ensembles.parquet", "lookup.parquet"
@@ -97,8 +99,9 @@ def read_elicit(path: Path | str) -> ElicitRun:
 
 
 def read_generations(path: Path | str) -> pd.DataFrame:
-    """Only the generations of a finished elicitation run (no tensors read)."""
-    return read_parquet(_finished(path, ELICIT)[0] / "generations.parquet")
+    """Only the generations of a finished elicitation run, or of a steer run (no tensors read)."""
+    kind = STEER if STEER in finished_stages(path) else ELICIT
+    return read_parquet(_finished(path, kind)[0] / "generations.parquet")
 
 
 def well_formed_mask(generations: pd.DataFrame) -> pd.Series:
@@ -215,4 +218,98 @@ def read_vectors(path: Path | str) -> VectorsRun:
         entry=entry,
         layer_convention=str(RunStore(root).manifest().get("layer_convention", "")),
         **tables,
+    )
+
+
+# --------------------------------------------------------------------------------------------- steering
+
+# A steered elicitation's generations: the elicitation columns, then which direction and how strong. The
+# unsteered baseline is direction BASELINE at alpha 0 (it is alpha 0 of every direction).
+STEER_COLUMNS = [*GENERATION_COLUMNS, "direction", "alpha"]
+BASELINE = "none"
+DIRECTION_KINDS = ("none", "emotion", "orthogonal", "random")
+STEER_TABLES = ("generations", "directions", "projections", "coherence", "prompts")
+
+
+@dataclass
+class SteerRun:
+    """What a finished steer stage left in its run folder (every table long form, one row per fact).
+
+    - ``generations``: STEER_COLUMNS, one row per (direction, alpha, prompt, sample);
+    - ``directions``: direction, kind (DIRECTION_KINDS), emotion (the emotion it stands for; None for random
+      and the baseline), valence, arousal, cell (of that emotion), layer, vector_norm (||v|| before scaling),
+      n_L (the layer's mean residual norm), scale (the norm of what alpha 1 adds): one row per steered layer;
+    - ``projections``: direction, alpha, prompt_id, cell, emotion, projection: h_first at the read layer,
+      minus the neutral mean, on unit(v_emotion) there, for every steered emotion;
+    - ``coherence``: direction, alpha, measure (reply_nll | neutral_nll | first_token_kl), item (prompt id,
+      "prompt_id#sample" or neutral id), value, n_tokens;
+    - ``prompts``: the prompt set.
+    """
+
+    path: str
+    generations: pd.DataFrame
+    directions: pd.DataFrame
+    projections: pd.DataFrame
+    coherence: pd.DataFrame
+    prompts: pd.DataFrame
+    entry: dict[str, Any]
+
+    @property
+    def spec(self) -> str:
+        return str(self.entry["identity"]["model"]["spec"])
+
+
+def write_steer(root: Path, tables: dict[str, pd.DataFrame]) -> None:
+    if set(tables) != set(STEER_TABLES):
+        raise ValueError(f"a steer run needs exactly the tables {STEER_TABLES}, got {sorted(tables)}")
+    for name, frame in tables.items():
+        write_parquet(root / f"{name}.parquet", frame)
+
+
+def read_steer(path: Path | str) -> SteerRun:
+    root, entry = _finished(path, STEER)
+    tables = {name: read_parquet(root / f"{name}.parquet") for name in STEER_TABLES}
+    return SteerRun(str(path), entry=entry, **tables)
+
+
+# ------------------------------------------------------------------------------------------- monitoring
+
+MONITOR_COLUMNS = [
+    "prompt_id",
+    "cell",
+    "sample",
+    "part",
+    "token_index",
+    "token_id",
+    "token",
+    "emotion",
+    "reading",
+]
+
+
+@dataclass
+class MonitorRun:
+    """Per-token readings: ``readings`` has MONITOR_COLUMNS (part is "prompt" or "reply"; token_index counts
+    from the part's first token; reading is the residual stream at the layer minus the neutral mean, on
+    unit(v_emotion)); ``replies`` has prompt_id, cell, sample, reply, n_new_tokens, stop."""
+
+    path: str
+    readings: pd.DataFrame
+    replies: pd.DataFrame
+    entry: dict[str, Any]
+
+    @property
+    def spec(self) -> str:
+        return str(self.entry["identity"]["model"]["spec"])
+
+
+def write_monitor(root: Path, readings: pd.DataFrame, replies: pd.DataFrame) -> None:
+    write_parquet(root / "readings.parquet", readings)
+    write_parquet(root / "replies.parquet", replies)
+
+
+def read_monitor(path: Path | str) -> MonitorRun:
+    root, entry = _finished(path, MONITOR)
+    return MonitorRun(
+        str(path), read_parquet(root / "readings.parquet"), read_parquet(root / "replies.parquet"), entry
     )
