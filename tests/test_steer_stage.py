@@ -166,4 +166,5 @@ def test_force_allows_a_strong_alpha(handle, prompts, vectors_run, tmp_path, mon
     stage = SteerSweep(handle, str(tmp_path / "x"), prompts, vectors_run,
                        SteerConfig(**{**STEER, "alphas": (0.0, 3.0), "force": True}))  # fmt: skip
     stage.validate()
-    assert (steer_module.BASELINE + "@0.0") in stage.keys() and "sad@3.0" in stage.keys()
+    keys = stage.keys()
+    assert (steer_module.BASELINE + "@0.0") in keys and "sad@3.0" in keys
