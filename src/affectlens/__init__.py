@@ -1,6 +1,6 @@
 """affectlens: does a language model's kaomoji track its internal state?
 
-The public API is six verbs and their configs::
+The public API is a few verbs, the steering context, and their configs::
 
     import affectlens
     from affectlens.config import ElicitConfig
@@ -13,20 +13,44 @@ The public API is six verbs and their configs::
 ``import affectlens`` does not import torch or transformers; the verbs do, when called.
 """
 
-from affectlens.api import analyze, elicit, likelihood, load_model, report, vectors
-from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, VectorsConfig
+from affectlens.api import (
+    analyze,
+    elicit,
+    emotion_vector,
+    likelihood,
+    load_model,
+    monitor,
+    report,
+    steer,
+    steer_sweep,
+    vectors,
+)
+from affectlens.config import (
+    AnalysisConfig,
+    ElicitConfig,
+    LikelihoodConfig,
+    MonitorConfig,
+    SteerConfig,
+    VectorsConfig,
+)
 from affectlens.version import __version__
 
 __all__ = [
     "AnalysisConfig",
     "ElicitConfig",
     "LikelihoodConfig",
+    "MonitorConfig",
+    "SteerConfig",
     "VectorsConfig",
     "__version__",
     "analyze",
     "elicit",
+    "emotion_vector",
     "likelihood",
     "load_model",
+    "monitor",
     "report",
+    "steer",
+    "steer_sweep",
     "vectors",
 ]

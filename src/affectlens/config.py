@@ -172,6 +172,11 @@ class SteerConfig(ElicitConfig):
         None, description="layer whose h_first is projected (None: 3 past the last steered)"
     )
     force: bool = Field(False, description="allow |alpha| beyond the sane bound")
+    # Coherence is two extra forward passes per condition; these bound their cost.
+    neutral_texts: int = Field(8, ge=1, description="neutral dialogues whose NLL is measured under steering")
+    coherence_per_cell: int = Field(
+        2, ge=1, description="prompts per cell whose baseline reply NLL is measured"
+    )
 
     def identity(self) -> dict[str, Any]:
         out = {k: v for k, v in super().identity().items() if k != "force"}

@@ -1,4 +1,4 @@
-"""The Python API: six verbs over run folders. Configs come from :mod:`affectlens.config`.
+"""The Python API: verbs over run folders, and the steering context. Configs come from :mod:`affectlens.config`.
 
 Each verb imports what it needs when called, so ``import affectlens`` stays light (no torch, no
 transformers) until a model is loaded.
@@ -6,14 +6,24 @@ transformers) until a model is loaded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from affectlens.config import AnalysisConfig, ElicitConfig, LikelihoodConfig, VectorsConfig
+from affectlens.config import (
+    AnalysisConfig,
+    ElicitConfig,
+    LikelihoodConfig,
+    MonitorConfig,
+    SteerConfig,
+    VectorsConfig,
+)
 
 if TYPE_CHECKING:
+    import torch
+
     from affectlens.runtime.loading import ModelHandle
+    from affectlens.runtime.steer import Steering
     from affectlens.stimuli import PromptSet
     from affectlens.stimuli.corpus import Corpus
 
@@ -115,4 +125,78 @@ def report(*paths: str | Path, out: str | Path | None = None, title: str = "affe
     return build_report(*paths, out=out, title=title, timings=timings)
 
 
-__all__ = ["analyze", "elicit", "likelihood", "load_model", "report", "vectors"]
+def emotion_vector(
+    vectors_run: str | Path, emotion: str, layer: int, *, kind: str = "denoised"
+) -> torch.Tensor:
+    """One emotion's vector at one stored layer of a vectors run, as a float32 tensor [d]."""
+    import torch
+
+    from affectlens.errors import AffectlensError
+    from affectlens.store.runs import read_vectors
+
+    run = read_vectors(vectors_run)
+    names = list(run.emotions["name"])
+    if emotion not in names:
+        raise AffectlensError(
+            f"emotion {emotion!r} not in vectors run {vectors_run}; it has {', '.join(names)}"
+        )
+    if layer not in run.layers:
+        raise AffectlensError(f"layer {layer} is not in vectors run {vectors_run} (it has {run.layers})")
+    table = run.denoised if kind == "denoised" else run.raw
+    return torch.from_numpy(table[names.index(emotion), run.layers.index(layer)].copy()).float()
+
+
+def steer(model: ModelHandle, vector: torch.Tensor | Mapping[int, torch.Tensor], *,
+          layer: int | Sequence[int] | None = None, alpha: float, unit: str = "norm",
+          norms: Mapping[int, float] | None = None, position: str = "all") -> Steering:  # fmt: skip
+    """A context manager that adds ``alpha * unit(v) * n_L`` to decoder block ``layer``'s output while open.
+
+    ``vector``: one vector [d] (used at every layer in ``layer``) or ``{layer: vector}``. With ``unit="norm"``
+    n_L is measured on the shipped neutral dialogues (from token 50, past the attention sink) unless
+    ``norms`` gives it; ``unit="raw"`` adds ``alpha * v``. ``position``: all, prompt or response tokens.
+    ``with affectlens.steer(model, v, layer=19, alpha=0.25): model.model.generate(...)``.
+    """
+    import torch
+
+    from affectlens.errors import AffectlensError
+    from affectlens.runtime.steer import Steering, mean_norms, steer_terms
+    from affectlens.stimuli.corpus import load_corpus
+
+    if isinstance(vector, Mapping):
+        per_layer = {int(k): torch.as_tensor(v) for k, v in vector.items()}
+    elif layer is None:
+        raise AffectlensError("steer needs layer= when vector is a single vector")
+    else:
+        layers = [layer] if isinstance(layer, int) else list(layer)
+        per_layer = dict.fromkeys(layers, torch.as_tensor(vector))
+    if unit == "norm" and norms is None:
+        norms = mean_norms(model, list(per_layer), [d.text for d in load_corpus().neutral])
+    return Steering(model, steer_terms(per_layer, unit=unit, norms=norms), alpha, position)  # type: ignore[arg-type]
+
+
+def steer_sweep(model: ModelHandle | str, out: str | Path, *, vectors: str | Path, config: SteerConfig,
+                prompts: PromptSet | str | Path | None = None, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Elicitation under steering into run folder ``out`` (resumed per direction and alpha): every steered
+    emotion, its orthogonalised twin and the random controls, at every alpha, plus the unsteered baseline.
+
+    Returns the summary the manifest records; the tables are read with ``store.runs.read_steer``.
+    """
+    from affectlens.stages.steer import steer_sweep as run
+
+    return run(_handle(model), str(out), _prompts(prompts), str(vectors), config, quiet=quiet)
+
+
+def monitor(model: ModelHandle | str, out: str | Path, *, vectors: str | Path,
+            prompts: PromptSet | str | Path | None = None, config: MonitorConfig | None = None,
+            quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Per-token readings of generated replies on every emotion vector of ``vectors`` (centred on the neutral
+    mean, at one layer) into run folder ``out``, with ``readings.png``; returns the manifest's summary."""
+    from affectlens.api.monitor import monitor as run
+
+    return run(model, out, vectors=vectors, prompts=prompts, config=config, quiet=quiet)
+
+
+__all__ = [
+    "analyze", "elicit", "emotion_vector", "likelihood", "load_model", "monitor", "report", "steer", "steer_sweep",
+    "vectors",
+]  # fmt: skip

@@ -2,6 +2,7 @@
 
 Positions are given per sequence in its own token coordinates (0 = its first real token), so the same request
 means the same tokens under left padding, right padding or none. The result is float32 ``[batch, layers, d]``.
+:func:`token_states` keeps every position instead: float32 ``[batch, layers, seq, d]``, padding NaN.
 """
 
 from __future__ import annotations
@@ -136,6 +137,63 @@ def capture(
         for handle in handles:
             handle.remove()
     return Capture(hidden=out, logits=logits, cache=new_cache)
+
+
+@torch.inference_mode()
+def token_states(
+    model: torch.nn.Module,
+    arch: Arch,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+) -> torch.Tensor:
+    """The residual stream after each block in ``layers`` at every position: float32 [batch, layers, seq, d].
+
+    One forward pass, no cache, stopped after the deepest requested block. Positions are the padded tensor's
+    columns; padding positions are NaN, so that a padded column read by mistake poisons what it touches.
+    """
+    layers = list(layers)
+    n_blocks = len(arch.blocks)
+    if not layers or min(layers) < 0 or max(layers) >= n_blocks:
+        raise ValueError(f"layers must lie in 0..{n_blocks - 1}, got {layers}")
+    device = input_ids.device
+    batch, seq = input_ids.shape
+    real = attention_mask.to(device).bool()[:, :, None]
+    # NaN until a hook writes it: a block that never ran cannot pass for a state.
+    out = torch.full(
+        (batch, len(layers), seq, arch_width(model)), float("nan"), dtype=torch.float32, device=device
+    )
+    deepest = max(layers)
+    slots: dict[int, list[int]] = {}
+    for slot, layer in enumerate(layers):
+        slots.setdefault(layer, []).append(slot)
+
+    def hook_for(layer: int):
+        def hook(_module, _inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            states = torch.where(real, hidden.float().to(device), float("nan"))
+            for slot in slots[layer]:
+                out[:, slot] = states
+            if layer == deepest:
+                raise _StopForward
+
+        return hook
+
+    handles = [arch.blocks[layer].register_forward_hook(hook_for(layer)) for layer in slots]
+    try:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask).to(device),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
 
 
 def arch_width(model: torch.nn.Module) -> int:

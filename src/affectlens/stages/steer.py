@@ -132,10 +132,11 @@ class SteerSweep(Stage):
         corpus = self.neutral_corpus or load_corpus()
         offset = int(run.entry["identity"]["config"].get("offset", 50))
         self.norms = mean_norms(self.handle, self.layers, [d.text for d in corpus.neutral], offset=offset)
+        scored = corpus.neutral[: config.neutral_texts]
         self.neutral_ids = [
-            self.handle.tokenizer(d.text, add_special_tokens=True)["input_ids"] for d in corpus.neutral
+            self.handle.tokenizer(d.text, add_special_tokens=True)["input_ids"] for d in scored
         ]
-        self.neutral_names = [d.id for d in corpus.neutral]
+        self.neutral_names = [d.id for d in scored]
         if config.unit == "raw" and not config.force:
             for e in config.emotions:
                 for la in self.layers:
@@ -295,7 +296,9 @@ class SteerSweep(Stage):
         baseline = self._baseline_generations()
         tok = self.handle.tokenizer
         sequences, starts, items, prompt_of = [], [], [], []
-        for row in baseline.itertuples():
+        # Sample 0 of the first prompts of each cell: coherence is two extra passes, bounded by the config.
+        scored = {p.id for p in self.prompts.balanced(self.config.coherence_per_cell)}
+        for row in baseline[(baseline["sample"] == 0) & baseline["prompt_id"].isin(scored)].itertuples():
             prompt = self.prompt_ids[row.prompt_id]
             reply = tok(row.reply or "", add_special_tokens=False)["input_ids"]
             sequences.append(prompt + reply)
