@@ -7,11 +7,22 @@ from typing import Any
 
 from affectlens.config import AnalysisConfig
 from affectlens.errors import AffectlensError
-from affectlens.store.runs import ELICIT, LIKELIHOOD, VECTORS, finished_stages
+from affectlens.store.runs import ELICIT, LIKELIHOOD, STEER, VECTORS, finished_stages
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def _spec(run: str, kind: str) -> str:
+    return str(finished_stages(run)[kind]["identity"]["model"]["spec"])
+
+
+def _unique(label: str, taken: dict[str, Any]) -> str:
+    unique, k = label, 2
+    while unique in taken:
+        unique, k = f"{label} #{k}", k + 1
+    return unique
 
 
 def analyze_runs(
@@ -19,16 +30,18 @@ def analyze_runs(
 ) -> dict[str, Any]:
     if not runs:
         raise AffectlensError("analyze needs at least one run folder")
-    by_kind: dict[str, list[str]] = {ELICIT: [], LIKELIHOOD: [], VECTORS: []}
+    by_kind: dict[str, list[str]] = {ELICIT: [], LIKELIHOOD: [], VECTORS: [], STEER: []}
     for run in runs:
         kinds = [kind for kind in by_kind if kind in finished_stages(run)]
         if not kinds:
-            raise AffectlensError(f"{run} has no finished elicit, likelihood or vectors stage")
+            raise AffectlensError(f"{run} has no finished elicit, likelihood, vectors or steer stage")
         for kind in kinds:  # a folder that holds several stages is analysed as each of them
             by_kind[kind].append(run)
-    if by_kind[LIKELIHOOD] and not by_kind[ELICIT]:
+    # Beside a steer run a likelihood run is its encoder; otherwise it is compared with emitted faces.
+    if by_kind[LIKELIHOOD] and not by_kind[ELICIT] and not by_kind[STEER]:
         raise AffectlensError(
-            "likelihood runs are compared with the faces of an elicitation run: give one too"
+            "likelihood runs are compared with the faces of an elicitation run (or encode a steer run's "
+            "faces): give one too"
         )
     result: dict[str, Any] = {}
     shared = {"n_boot": config.n_boot, "seed": config.seed}
@@ -39,7 +52,7 @@ def analyze_runs(
             by_kind[ELICIT], str(out), n_permutations=config.n_permutations, layer=config.layer,
             floor=config.floor, faces=config.faces, quiet=quiet, **shared,
         )  # fmt: skip
-    if by_kind[LIKELIHOOD]:
+    if by_kind[LIKELIHOOD] and by_kind[ELICIT]:
         from affectlens.api.compare import compare
 
         result["comparison"] = compare(
@@ -52,12 +65,24 @@ def analyze_runs(
     if by_kind[VECTORS]:
         from affectlens.api.emotions import analyze_emotions
 
-        specs = {finished_stages(r)[ELICIT]["identity"]["model"]["spec"]: r for r in by_kind[ELICIT]}
+        specs = {_spec(r, ELICIT): r for r in by_kind[ELICIT]}
         result["emotions"] = {}
         for run in by_kind[VECTORS]:
-            spec = finished_stages(run)[VECTORS]["identity"]["model"]["spec"]
+            spec = _spec(run, VECTORS)
             result["emotions"][spec] = analyze_emotions(
                 run, str(out / "emotions" / _slug(spec)), n_permutations=config.n_permutations,
                 elicitation_run=specs.get(spec), layer=config.layer, **shared,
             )  # fmt: skip
+    if by_kind[STEER]:
+        from affectlens.api.steering import analyze_steer_run
+
+        encoders: dict[str, str] = {}
+        for run in by_kind[LIKELIHOOD]:  # the first likelihood run of each model encodes its steer runs
+            encoders.setdefault(_spec(run, LIKELIHOOD), run)
+        result["steering"] = {}
+        for run in by_kind[STEER]:
+            label = _unique(_spec(run, STEER), result["steering"])
+            result["steering"][label] = analyze_steer_run(
+                run, out / "steering" / _slug(label), encoder=encoders.get(_spec(run, STEER)), config=config
+            )
     return result

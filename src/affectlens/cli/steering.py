@@ -72,6 +72,12 @@ def steer(
     position: Annotated[str, typer.Option(help="all, prompt or response tokens.")] = C("position"),
     read_layer: Annotated[int | None, typer.Option(help="Layer whose h_first is projected.")] = None,
     force: Annotated[bool, typer.Option(help="Allow |alpha| beyond the sane bound.")] = False,
+    coherence_per_cell: Annotated[
+        int, typer.Option(help="Prompts per cell whose baseline reply NLL is measured.")
+    ] = C("coherence_per_cell"),
+    neutral_texts: Annotated[int, typer.Option(help="Neutral dialogues whose NLL is measured.")] = C(
+        "neutral_texts"
+    ),
     prompts: Prompts = None,
     per_cell: Annotated[int | None, typer.Option(help="Use the first N prompts of each cell.")] = None,
     samples: Annotated[int, typer.Option(help="Samples per prompt.")] = C("samples"),
@@ -96,6 +102,7 @@ def steer(
         alphas=parse_floats(alphas, "--alphas"), steer_layers=parse_band(layers),
         random_controls=random_controls, control_seed=control_seed, orthogonal_controls=orthogonal_controls,
         unit=unit, vector=vector, position=position, read_layer=read_layer, force=force,
+        coherence_per_cell=coherence_per_cell, neutral_texts=neutral_texts,
         samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
         instruction=instruction, primed=primed, batch_prompts=batch_prompts,
     )  # fmt: skip

@@ -1,8 +1,8 @@
 """Assemble the report from whatever a set of folders holds: runs, analyses, comparisons, emotion analyses.
 
 Every path given is searched for ``manifest.json`` (run folders), ``analysis.json`` (kaomoji analyses),
-``comparison.json`` (encoder comparisons) and ``emotions.json`` (emotion-vector analyses), so a study folder
-and an explicit list of runs both work. The sections themselves are made in ``affectlens.reporting.sections``;
+``comparison.json`` (encoder comparisons), ``emotions.json`` (emotion-vector analyses) and ``steering.json``
+(steering analyses), so a study folder and an explicit list of runs both work. The sections themselves are made in ``affectlens.reporting.sections``;
 this module only finds the files and puts the sections in order.
 """
 
@@ -18,7 +18,14 @@ from affectlens.reporting.sections.comparison import similarity_section
 from affectlens.reporting.sections.numbers import numbers_section
 from affectlens.reporting.sections.setup import face_usage_section, setup_section
 from affectlens.store.read import read_json
-from affectlens.store.runs import COMPARISON, EMOTIONS_ANALYSIS, KAOMOJI_ANALYSIS, find, run_folders
+from affectlens.store.runs import (
+    COMPARISON,
+    EMOTIONS_ANALYSIS,
+    KAOMOJI_ANALYSIS,
+    STEERING_ANALYSIS,
+    find,
+    run_folders,
+)
 
 SUBTITLE = (
     "What a face tends to go with, and what the hidden state holds: numbers with n, "
@@ -79,5 +86,11 @@ def build_report(
             results[_model_label(data, path, set(results))] = data
         if len(results) >= 2 and (cross := emotion_sections.cross_model_section(results)) is not None:
             sections.append(cross)
+    steering = find(roots, STEERING_ANALYSIS)
+    if steering:
+        from affectlens.reporting.sections import steering as steering_sections
+
+        for path in steering:
+            sections += steering_sections.sections(read(path), path.parent)
     html, _ = render(sections + appendices, out_dir, title=title, subtitle=SUBTITLE)
     return html
