@@ -25,8 +25,22 @@ def test_help_lists_every_command():
         "report",
         "study",
         "demo",
+        "steer",
+        "monitor",
     ):
         assert command in result.output
+
+
+def test_steer_options_parse_bands_and_alphas():
+    from affectlens.cli.steering import parse_band, parse_floats
+    from affectlens.errors import AffectlensError
+
+    assert parse_band("17-19") == (17, 18, 19) and parse_band("5") == (5,) and parse_band(None) is None
+    assert parse_floats("-0.5,0,0.25", "--alphas") == (-0.5, 0.0, 0.25)
+    with pytest.raises(AffectlensError, match="--alphas must be comma-separated numbers"):
+        parse_floats("a,b", "--alphas")
+    with pytest.raises(AffectlensError, match="--layers must be"):
+        parse_band("x-y")
 
 
 def test_models_lists_both_bundled_aliases():

@@ -141,6 +141,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_tables(handle, prompts, vector
         ({"alphas": (0.0, 3.0)}, "alpha 3.0 is beyond"),
         ({"steer_layers": (9,)}, "layer 9 out of range"),
         ({"read_layer": 7}, "read layer 7 is not in vectors run"),
+        ({"read_layer": 1}, "read layer 1 is not in vectors run .* past the steered layers \\[1\\]"),
     ],
 )
 def test_bad_input_is_one_line_before_the_model_runs(handle, prompts, vectors_run, tmp_path, change, message):

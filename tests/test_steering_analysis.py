@@ -311,3 +311,15 @@ def test_the_analysis_imports_neither_matplotlib_nor_the_report() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_prompt_dropping_out_is_not_a_dose_effect():
+    """Flat prompts, one of which has no face at the top alpha: the pooled slope would be positive; the
+    within-prompt slope is 0. A real within-prompt rise is still found."""
+    from affectlens.analysis.steering_dose import ols_slopes
+
+    grid = np.array([-0.5, 0.0, 0.5])
+    flat = np.array([[0.9, 0.9, 0.9], [0.1, 0.1, np.nan]])
+    assert ols_slopes(flat, grid, np.ones((1, 2)))[0] == pytest.approx(0.0, abs=1e-12)
+    rising = np.array([[0.4, 0.5, 0.6], [0.0, 0.1, np.nan]])
+    assert ols_slopes(rising, grid, np.ones((1, 2)))[0] == pytest.approx(0.2, abs=1e-9)

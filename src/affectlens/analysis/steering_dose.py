@@ -106,20 +106,26 @@ def prompt_matrix(
 
 
 def ols_slopes(means: np.ndarray, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[n_weightings] weighted OLS slopes of ``means`` [n_prompts, n_alphas] against ``grid`` [n_alphas].
+    """[n_weightings] within-prompt OLS slopes of ``means`` [n_prompts, n_alphas] against ``grid`` [n_alphas].
 
-    Each row of ``weights`` [n_weightings, n_prompts] weighs every point of a prompt by that prompt's count;
-    missing points (NaN) carry no weight. NaN where fewer than two alphas carry weight.
+    Each prompt is centred on its own mean alpha and mean score over the alphas where it has a point (prompt
+    fixed effects), so a prompt that drops out at some alpha (no encoded face there) cannot pass for a dose
+    effect; on a complete panel this is the pooled slope. Each row of ``weights`` [n_weightings, n_prompts]
+    weighs a prompt by how often the resample drew it. NaN where no prompt has two points.
     """
     present = ~np.isnan(means)
-    n = weights @ present  # [B, K]: points per alpha
-    sy = weights @ np.where(present, means, 0.0)
-    sw, sx, sxx = n.sum(axis=1), n @ grid, n @ grid**2
-    sxy, total_y = sy @ grid, sy.sum(axis=1)
-    denominator = sw * sxx - sx**2
+    n_points = present.sum(axis=1, keepdims=True)
+    x = np.broadcast_to(np.asarray(grid, dtype=float), means.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        slopes = (sw * sxy - sx * total_y) / denominator
-    return np.where(denominator > 1e-12 * np.maximum(sw, 1) ** 2, slopes, np.nan)
+        x_bar = np.where(present, x, 0.0).sum(axis=1, keepdims=True) / n_points
+        y_bar = np.where(present, means, 0.0).sum(axis=1, keepdims=True) / n_points
+    xc = np.where(present, x - x_bar, 0.0)
+    yc = np.where(present, means - y_bar, 0.0)
+    numerator = weights @ (xc * yc).sum(axis=1)
+    denominator = weights @ (xc**2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slopes = numerator / denominator
+    return np.where(denominator > 1e-12, slopes, np.nan)
 
 
 def slope_summary(

@@ -17,6 +17,7 @@ dialogues under the steering, and the KL from the baseline's first-reply-token d
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -103,11 +104,20 @@ class SteerSweep(Stage):
                     f"layer {layer} is not in vectors run {self.vectors_path} (it has {stored})"
                 )
         self.layers = sorted(set(layers))
+        # h_first is read downstream of every steered block: at the steered block it would only echo the addition.
+        downstream = [la for la in stored if la > max(self.layers)]
         if config.read_layer is None:
-            target = min(max(self.layers) + READ_OFFSET, handle.n_layers - 1)
-            self.read_layer = min(stored, key=lambda la: (abs(la - target), -la))
-        elif config.read_layer not in stored:
-            raise AffectlensError(f"read layer {config.read_layer} is not in vectors run {self.vectors_path}")
+            if not downstream:
+                raise AffectlensError(
+                    f"vectors run {self.vectors_path} stores no layer past {max(self.layers)} to read h_first at"
+                )
+            target = max(self.layers) + READ_OFFSET
+            self.read_layer = min(downstream, key=lambda la: (abs(la - target), -la))
+        elif config.read_layer not in downstream:
+            raise AffectlensError(
+                f"read layer {config.read_layer} is not in vectors run {self.vectors_path} past the steered "
+                f"layers {self.layers} (it has {stored})"
+            )
         else:
             self.read_layer = config.read_layer
         if (
@@ -168,6 +178,8 @@ class SteerSweep(Stage):
                     q, _ = torch.linalg.qr(others)
                     v = vec[e][la].double()
                     rest = (v - q @ (q.T @ v)).float()
+                    if float(rest.norm()) < 1e-6 * float(v.norm()):
+                        raise AffectlensError(f"{e} lies in the span of the other emotions at layer {la}")
                     per_layer[la] = rest / rest.norm() * vec[e][la].norm()  # raw units: norm-matched to v_e
                 directions[f"{e}:orthogonal"] = per_layer
                 meta[f"{e}:orthogonal"] = emotion_meta(e, "orthogonal")
@@ -205,8 +217,21 @@ class SteerSweep(Stage):
             "model": {"spec": self.handle.spec, "fingerprint": self.handle.fingerprint},
             "stimuli": {"hash": self.prompts.hash, "n": len(self.prompts)},
             "vectors": self.vectors_identity,
+            # What the vectors run and the neutral corpus gave this sweep: a rebuilt vectors folder or another
+            # corpus under the same identity must not resume into it.
+            "steering_digest": self._digest(),
             "config": self.config.identity(),
         }
+
+    def _digest(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.terms):
+            for term in self.terms[name]:
+                h.update(name.encode() + term.delta.numpy().astype("<f4").tobytes())
+        for e in sorted(self.read_units):
+            h.update(self.read_units[e].numpy().astype("<f4").tobytes())
+        h.update(self.neutral_mean.numpy().astype("<f4").tobytes() + "|".join(self.neutral_names).encode())
+        return h.hexdigest()[:16]
 
     def manifest_extra(self) -> dict[str, Any]:
         return super().manifest_extra() | {
