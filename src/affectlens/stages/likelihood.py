@@ -19,7 +19,7 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.stages.base import Part, Stage
 from affectlens.stimuli import PromptSet, content_hash, load_prompts
-from affectlens.store.runs import ELICIT, LIKELIHOOD, finished_stages, write_likelihood
+from affectlens.store.runs import ELICIT, LIKELIHOOD, STEER, finished_stages, write_likelihood
 
 AGGREGATIONS = ("bayes", "meanlogp")
 
@@ -88,7 +88,8 @@ def emission_over_vocabulary(
 
 def check_same_prompting(elicit_run: str, config: LikelihoodConfig) -> None:
     """Faces taken from an elicitation run are scored after the prompt that run used, or not at all."""
-    used = finished_stages(elicit_run).get(ELICIT, {}).get("identity", {}).get("config", {})
+    stages = finished_stages(elicit_run)
+    used = (stages.get(ELICIT) or stages.get(STEER) or {}).get("identity", {}).get("config", {})
     for key in ("primed", "instruction"):
         if key in used and used[key] != getattr(config, key):
             raise AffectlensError(
