@@ -169,3 +169,14 @@ def test_force_allows_a_strong_alpha(handle, prompts, vectors_run, tmp_path, mon
     stage.validate()
     keys = stage.keys()
     assert (steer_module.BASELINE + "@0.0") in keys and "sad@3.0" in keys
+
+
+def test_a_steer_runs_faces_are_scored_under_its_prompting(sweep):
+    from affectlens.config import LikelihoodConfig
+    from affectlens.stages.likelihood import check_same_prompting
+    from affectlens.store.runs import emitted_faces
+
+    assert emitted_faces(sweep.path)  # the faces every condition emitted, read from a steer run
+    check_same_prompting(sweep.path, LikelihoodConfig(primed=False))
+    with pytest.raises(AffectlensError, match="primed = False"):
+        check_same_prompting(sweep.path, LikelihoodConfig(primed=True))
