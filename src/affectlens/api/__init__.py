@@ -104,9 +104,11 @@ def analyze(runs: Sequence[str | Path], out: str | Path, *, config: AnalysisConf
     - elicitation runs: the kaomoji analyses (hidden -> cell, face -> cell, hidden -> face, geometry, and
       alignment between runs) into ``out/analysis.json``: result ``"kaomoji"``;
     - likelihood runs: each against the faces the first elicitation run emitted, into ``out/comparison``:
-      result ``"comparison"`` (needs an elicitation run);
+      result ``"comparison"`` (needs an elicitation run; beside a steer run they are only its encoders);
     - vectors runs: the emotion-vector analyses into ``out/emotions/<model>``, bridged to an elicitation run
-      of the same model when one is given: result ``"emotions"``, by model spec.
+      of the same model when one is given: result ``"emotions"``, by model spec;
+    - steer runs: dose-response against the random controls, with the first likelihood run of the same model
+      as the face encoder, into ``out/steering/<model>``: result ``"steering"``, by model spec.
     """
     from affectlens.api.analyze import analyze_runs
 
