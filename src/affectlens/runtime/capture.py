@@ -73,6 +73,18 @@ def _weights(at: Positions, attention_mask: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum(dim=1, keepdim=True)
 
 
+def _slots(arch: Arch, layers: Sequence[int]) -> tuple[dict[int, list[int]], int]:
+    """({layer: the output slots it fills}, deepest layer), or an error for layers outside the model."""
+    layers = list(layers)
+    n_blocks = len(arch.blocks)
+    if not layers or min(layers) < 0 or max(layers) >= n_blocks:
+        raise ValueError(f"layers must lie in 0..{n_blocks - 1}, got {layers}")
+    slots: dict[int, list[int]] = {}
+    for slot, layer in enumerate(layers):
+        slots.setdefault(layer, []).append(slot)
+    return slots, max(layers)
+
+
 @torch.inference_mode()
 def capture(
     model: torch.nn.Module,
@@ -92,17 +104,10 @@ def capture(
     only the last position's logits (what sampling needs).
     """
     at = at or LastToken()
-    layers = list(layers)
-    n_blocks = len(arch.blocks)
-    if not layers or min(layers) < 0 or max(layers) >= n_blocks:
-        raise ValueError(f"layers must lie in 0..{n_blocks - 1}, got {layers}")
+    slots, deepest = _slots(arch, layers)
     device = input_ids.device
     weights = _weights(at, attention_mask.to(device))
     out = torch.zeros(input_ids.shape[0], len(layers), arch_width(model), dtype=torch.float32, device=device)
-    deepest = max(layers)
-    slots: dict[int, list[int]] = {}
-    for slot, layer in enumerate(layers):
-        slots.setdefault(layer, []).append(slot)
 
     def hook_for(layer: int):
         def hook(_module, _inputs, output):
@@ -152,10 +157,7 @@ def token_states(
     One forward pass, no cache, stopped after the deepest requested block. Positions are the padded tensor's
     columns; padding positions are NaN, so that a padded column read by mistake poisons what it touches.
     """
-    layers = list(layers)
-    n_blocks = len(arch.blocks)
-    if not layers or min(layers) < 0 or max(layers) >= n_blocks:
-        raise ValueError(f"layers must lie in 0..{n_blocks - 1}, got {layers}")
+    slots, deepest = _slots(arch, layers)
     device = input_ids.device
     batch, seq = input_ids.shape
     real = attention_mask.to(device).bool()[:, :, None]
@@ -163,10 +165,6 @@ def token_states(
     out = torch.full(
         (batch, len(layers), seq, arch_width(model)), float("nan"), dtype=torch.float32, device=device
     )
-    deepest = max(layers)
-    slots: dict[int, list[int]] = {}
-    for slot, layer in enumerate(layers):
-        slots.setdefault(layer, []).append(slot)
 
     def hook_for(layer: int):
         def hook(_module, _inputs, output):

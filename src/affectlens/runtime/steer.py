@@ -30,7 +30,7 @@ import torch
 
 from affectlens.conventions import story_start
 from affectlens.errors import AffectlensError
-from affectlens.runtime.capture import position_ids
+from affectlens.runtime.capture import position_ids, token_states
 from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.tokens import right_pad
 
@@ -198,41 +198,18 @@ class Steering:
 # ---------------------------------------------------------------------------------------- layer norms
 
 
-class _Stop(Exception):
-    """Raised by the deepest hook: the rest of the forward pass is not needed."""
-
-
 def _norm_sums(handle: ModelHandle, chunk: Sequence[Sequence[int]], layers: Sequence[int],
-               offset: int) -> tuple[dict[int, torch.Tensor], int]:  # fmt: skip
-    """(sum of ||h_L|| over the kept tokens per layer, number of kept tokens) for one right-padded batch."""
+               offset: int) -> tuple[torch.Tensor, int]:  # fmt: skip
+    """(sum of ||h_L|| over the kept tokens, per layer, float64; number of kept tokens) for one batch."""
     ids, mask = right_pad(chunk, handle.tokenizer.pad_token_id)
     keep = torch.zeros_like(mask, dtype=torch.bool)
     for row, seq in enumerate(chunk):
         keep[row, story_start(len(seq), offset) : len(seq)] = True
     device = handle.device
-    keep_d = keep.to(device)
-    sums: dict[int, torch.Tensor] = {}
-    deepest = max(layers)
-
-    def hook_for(layer: int):
-        def hook(_m, _i, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            sums[layer] = torch.where(keep_d, hidden.float().norm(dim=-1), 0.0).sum().double().cpu()
-            if layer == deepest:
-                raise _Stop
-
-        return hook
-
-    hooks = [handle.arch.blocks[layer].register_forward_hook(hook_for(layer)) for layer in layers]
-    try:
-        handle.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                     position_ids=position_ids(mask).to(device), use_cache=False)  # fmt: skip
-    except _Stop:
-        pass
-    finally:
-        for h in hooks:
-            h.remove()
-    return sums, int(keep.sum())
+    states = token_states(handle.model, handle.arch, ids.to(device), mask.to(device), layers)
+    norms = states.norm(dim=-1)  # [batch, layers, seq]; NaN at padding, which ``keep`` never selects
+    kept = keep.to(device)[:, None, :].expand_as(norms)
+    return torch.where(kept, norms, 0.0).sum(dim=(0, 2)).double().cpu(), int(keep.sum())
 
 
 @torch.inference_mode()
@@ -246,11 +223,10 @@ def mean_norms(handle: ModelHandle, layers: Sequence[int], texts: Sequence[str],
     if bad := [la for la in layers if not 0 <= la < handle.n_layers]:
         raise AffectlensError(f"layers {bad} out of range: {handle.spec} has layers 0..{handle.n_layers - 1}")
     encoded = handle.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    totals = dict.fromkeys(layers, 0.0)
+    totals = torch.zeros(len(layers), dtype=torch.float64)
     count = 0
     for i in range(0, len(encoded), batch_size):
         sums, kept = _norm_sums(handle, encoded[i : i + batch_size], layers, offset)
+        totals += sums
         count += kept
-        for layer in layers:
-            totals[layer] += float(sums[layer])
-    return {layer: totals[layer] / count for layer in layers}
+    return {layer: float(total) / count for layer, total in zip(layers, totals, strict=True)}

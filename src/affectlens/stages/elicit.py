@@ -103,6 +103,13 @@ def generate_batch(
     return first.hidden.cpu(), records
 
 
+def prompt_batches(renderer: Renderer, by_id: dict[str, Prompt], keys: Sequence[str],
+                   size: int) -> list[list[str]]:  # fmt: skip
+    """Prompt ids in batches of ``size``, sorted by rendered length so that padding stays short."""
+    ordered = sorted(keys, key=lambda key: len(renderer.encode(by_id[key].text)))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
 def resolve_layers(handle: ModelHandle, layers: Sequence[int] | None) -> list[int]:
     return (
         list(range(handle.n_layers)) if layers is None else check_layers(layers, handle.n_layers, handle.spec)
@@ -152,10 +159,7 @@ class Elicitation(Stage):
         self.suppressor = build_suppressor(self.handle, self.renderer, self.config.suppress)
 
     def groups(self, pending: Sequence[str]) -> list[list[str]]:
-        """Length-sorted batches, so that padding stays short."""
-        ordered = sorted(pending, key=lambda key: len(self.renderer.encode(self.by_id[key].text)))
-        size = self.config.batch_prompts
-        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        return prompt_batches(self.renderer, self.by_id, pending, self.config.batch_prompts)
 
     def compute(self, group: list[str]) -> Part:
         batch = [self.by_id[key] for key in group]

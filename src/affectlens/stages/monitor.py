@@ -32,6 +32,7 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.runtime.tokens import left_pad
 from affectlens.stages.base import Part, Stage
+from affectlens.stages.elicit import prompt_batches
 from affectlens.stimuli import Prompt, PromptSet
 from affectlens.store.manifest import RunStore
 from affectlens.store.runs import MONITOR, MONITOR_COLUMNS, VECTORS, read_vectors, write_monitor
@@ -267,10 +268,7 @@ class Monitoring(Stage):
         return self.config.samples
 
     def groups(self, pending: Sequence[str]) -> list[list[str]]:
-        """Length-sorted batches, so that padding stays short."""
-        ordered = sorted(pending, key=lambda key: len(self.renderer.encode(self.by_id[key].text)))
-        size = self.config.batch_prompts
-        return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        return prompt_batches(self.renderer, self.by_id, pending, self.config.batch_prompts)
 
     def compute(self, group: list[str]) -> Part:
         batch = [self.by_id[key] for key in group]

@@ -35,7 +35,7 @@ from affectlens.runtime.loading import ModelHandle
 from affectlens.runtime.render import Renderer
 from affectlens.runtime.steer import NORM_RULE, Steering, SteerTerm, mean_norms, steer_terms
 from affectlens.stages.base import Part, Stage
-from affectlens.stages.elicit import generate_batch
+from affectlens.stages.elicit import generate_batch, prompt_batches
 from affectlens.stimuli import PromptSet
 from affectlens.stimuli.corpus import Corpus, load_corpus
 from affectlens.store.runs import (
@@ -263,9 +263,8 @@ class SteerSweep(Stage):
     def prepare(self, pending: Sequence[str]) -> None:
         self.suppressor = build_suppressor(self.handle, self.renderer, self.config.suppress)
         self.prompt_ids = {p.id: self.renderer.encode(p.text) for p in self.prompts}
-        order = sorted(self.by_id, key=lambda key: len(self.prompt_ids[key]))  # as Elicitation batches them
-        size = self.config.batch_prompts
-        self.batches = [order[i : i + size] for i in range(0, len(order), size)]
+        # The batches elicitation makes, so that alpha 0 reproduces `affectlens elicit` exactly.
+        self.batches = prompt_batches(self.renderer, self.by_id, list(self.by_id), self.config.batch_prompts)
         # The unsteered first-reply-token distribution, computed here, outside any steering context.
         self.baseline_logp = next_token_logp(self.handle, [self.prompt_ids[p.id] for p in self.prompts])
 
