@@ -24,6 +24,9 @@ from affectlens.store.read import read_json, read_parquet, read_tensors
 
 ELICIT, LIKELIHOOD, VECTORS, STORIES = "elicit", "likelihood", "vectors", "stories"
 STEER, MONITOR = "steer", "monitor"
+INTROSPECT, SYNTHESIZE = "introspect", "synthesize"
+# Run kinds that leave a per-face cell table (face_cells.parquet) which compare and the ensembles read.
+ENCODER_KINDS = (LIKELIHOOD, INTROSPECT, SYNTHESIZE)
 GENERATION_COLUMNS = [
     "prompt_id", "cell", "sample", "reply", "face", "face_kind", "well_formed", "n_new_tokens", "stop",
 ]  # fmt: skip
@@ -68,18 +71,25 @@ class ElicitRun:
     path: str
     generations: pd.DataFrame  # GENERATION_COLUMNS, prompt order then sample
     prompts: pd.DataFrame  # id, cell, text, ...: the rows of h_first
-    h_first: torch.Tensor  # [n_prompts, n_layers, d] float32
+    h_first: torch.Tensor | None  # [n_prompts, n_layers, d] float32; None for an API model (no hidden states)
     entry: dict[str, Any]  # the manifest's stage entry
 
     @property
     def spec(self) -> str:
         return str(self.entry["identity"]["model"]["spec"])
 
+    @property
+    def has_hidden_states(self) -> bool:
+        return self.h_first is not None
 
-def write_elicit(root: Path, generations: pd.DataFrame, prompts: pd.DataFrame, h_first: torch.Tensor,
+
+def write_elicit(root: Path, generations: pd.DataFrame, prompts: pd.DataFrame, h_first: torch.Tensor | None,
                  layers: Sequence[int]) -> None:  # fmt: skip
+    """``h_first`` None (an API model) writes no tensor file; the manifest says ``hidden_states: false``."""
     write_parquet(root / "generations.parquet", generations)
     write_parquet(root / "prompts.parquet", prompts)
+    if h_first is None:
+        return
     metadata = {"layers": ",".join(map(str, layers)), "prompt_order": "prompts.parquet",
                 "position": H_FIRST_POSITION}  # fmt: skip
     write_tensors(root / "h_first.safetensors", {"h_first": h_first}, metadata=metadata)
@@ -93,7 +103,8 @@ def _finished(path: Path | str, kind: str) -> tuple[Path, dict[str, Any]]:
 
 def read_elicit(path: Path | str) -> ElicitRun:
     root, entry = _finished(path, ELICIT)
-    h_first = read_tensors(root / "h_first.safetensors")["h_first"]
+    hidden = entry.get("hidden_states", True)
+    h_first = read_tensors(root / "h_first.safetensors")["h_first"] if hidden else None
     generations, prompts = read_parquet(root / "generations.parquet"), read_parquet(root / "prompts.parquet")
     return ElicitRun(str(path), generations, prompts, h_first, entry)
 
@@ -162,9 +173,46 @@ def _face_cells(root: Path) -> pd.DataFrame:
     return read_parquet(root / "face_cells.parquet").set_index("face")
 
 
+def encoder_kind(path: Path | str) -> str:
+    """Which encoder stage (likelihood, introspect, synthesize) a run folder finished, or a clear error."""
+    finished = finished_stages(path)
+    for kind in ENCODER_KINDS:
+        if kind in finished:
+            return kind
+    raise AffectlensError(f"{path} has no finished encoder stage ({', '.join(ENCODER_KINDS)})")
+
+
 def read_face_cells(path: Path | str) -> pd.DataFrame:
-    """Only the per-face cell table of a finished likelihood run, indexed by face (no log-probs read)."""
-    return _face_cells(_finished(path, LIKELIHOOD)[0])
+    """Only the per-face cell table of a finished encoder run (likelihood, introspect or synthesize), indexed
+    by face (no log-probs read)."""
+    return _face_cells(_finished(path, encoder_kind(path))[0])
+
+
+def write_judged(root: Path, face_cells: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+    """An API judge's encoder run: ``face_cells.parquet`` in the likelihood schema, plus its own tables
+    (``answers``: every sample's answer; ``words`` for synthesis)."""
+    write_parquet(root / "face_cells.parquet", face_cells.reset_index())
+    for name, frame in tables.items():
+        write_parquet(root / f"{name}.parquet", frame)
+
+
+def read_judged_table(path: Path | str, name: str) -> pd.DataFrame:
+    """One of an API judge run's own tables (``answers``, ``words``)."""
+    root = _finished(path, encoder_kind(path))[0]
+    return read_parquet(root / f"{name}.parquet")
+
+
+def write_requests(root: Path, accounts: pd.DataFrame) -> None:
+    """An API run's accounting: one row per attempt (tokens, retries, request id, from cache or sent)."""
+    write_parquet(root / "requests.parquet", accounts)
+
+
+def read_requests(path: Path | str) -> pd.DataFrame:
+    """The accounting of an API run (elicit, introspect or synthesize), whichever stage left it."""
+    file = Path(path) / "requests.parquet"
+    if not file.exists():
+        raise AffectlensError(f"{path} holds no API requests (not an API model's run)")
+    return read_parquet(file)
 
 
 # ---------------------------------------------------------------------------------------------- vectors

@@ -1,0 +1,104 @@
+"""What every API model offers: one request in, one reply out, through its vendor's official SDK.
+
+A spec ``anthropic:MODEL`` or ``openai:MODEL`` names a provider. Keys come only from the SDKs' own environment
+variables; nothing here reads, stores or prints one. A request is a plain frozen value, so its canonical JSON
+is the request cache's key and the accounting's unit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from affectlens.errors import AffectlensError
+
+VENDORS = ("anthropic", "openai")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    json_schema: bool  # structured output constrained by a JSON schema
+    logprobs: int  # top alternatives per token the endpoint returns (0: none)
+    batches: bool  # an asynchronous batch API that this package drives
+    temperature: bool  # whether the model accepts temperature and top_p
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One chat request. ``turns`` are (role, text) pairs after the system text."""
+
+    system: str
+    turns: tuple[tuple[str, str], ...]
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    schema: dict[str, Any] | None = None  # JSON schema of the reply, or None for free text
+    logprobs: int = 0  # top alternatives wanted at each reply token
+    seed: int | None = None
+
+    def canonical(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass
+class ApiReply:
+    text: str
+    stop_reason: str | None = None
+    # Per reply token: {token: logprob} over the top alternatives (empty without logprobs).
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0  # input tokens read from the vendor's prompt cache
+    request_id: str | None = None
+    retries: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApiReply:
+        return cls(**data)
+
+
+class ApiFailure(Exception):
+    """A request that failed after the SDK's own retries; ``retryable`` says whether a rerun may succeed."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable = reason, retryable
+
+
+class Provider(Protocol):
+    vendor: str
+    model: str
+    base_url: str | None
+    capabilities: Capabilities
+
+    @property
+    def spec(self) -> str: ...
+
+    def send(self, request: ApiRequest) -> ApiReply:
+        """One request through the SDK (which retries 408, 409, 429 and 5xx); raises ApiFailure."""
+        ...
+
+    def describe(self) -> dict[str, object]: ...
+
+
+def parse_api_spec(spec: str) -> tuple[str, str] | None:
+    """(vendor, model) for ``anthropic:MODEL`` or ``openai:MODEL``; None for a local model spec."""
+    vendor, sep, model = spec.partition(":")
+    if not sep or vendor not in VENDORS:
+        return None
+    if not model.strip():
+        raise AffectlensError(f"model spec {spec!r} names no model; use {vendor}:MODEL")
+    return vendor, model
+
+
+def is_api_spec(spec: str) -> bool:
+    return parse_api_spec(spec) is not None
+
+
+def status_reason(status: int, message: str) -> str:
+    first = " ".join(str(message).split())[:200]
+    return f"HTTP {status}: {first}"
