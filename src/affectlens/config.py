@@ -197,3 +197,40 @@ class MonitorConfig(SamplingConfig):
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in super().identity().items() if k != "batch_prompts"}
+
+
+class ApiConfig(Config):
+    """How an API model is reached. None of it changes results (the endpoint is part of the model's identity)."""
+
+    base_url: str | None = Field(None, description="endpoint (default: the SDK's, or *_BASE_URL)")
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
+    max_retries: int = Field(2, ge=0, description="the SDK's retries of 408, 409, 429 and 5xx")
+    timeout: float = Field(120.0, gt=0, description="seconds per request")
+    parse_retries: int = Field(2, ge=0, description="new attempts after malformed structured output")
+    cache: bool = Field(True, description="answer from the on-disk request cache first")
+    batch: bool = Field(False, description="Anthropic Message Batches (50% cheaper, asynchronous)")
+    batch_poll_seconds: float = Field(30.0, gt=0)
+    prices: str | None = Field(None, description="JSON {model prefix: [input, output] USD per MTok}")
+
+
+class IntrospectConfig(Config):
+    """Show a bare face to a judge and read its distribution over the cells."""
+
+    method: Literal["schema", "logprobs"] = Field(
+        "schema", description="schema: a JSON distribution; logprobs: the first token's label log-probs"
+    )
+    samples: int = Field(3, ge=1, description="answers per face")
+    temperature: float | None = Field(None, ge=0, description="None: the endpoint's default")
+    max_tokens: int = Field(400, ge=1)
+    seed: int = 0
+
+
+class SynthesizeConfig(Config):
+    """A judge picks 1-3 lexicon words for each face in context; their cell weights make the face's row."""
+
+    contexts_per_face: int = Field(4, ge=1, description="contexts shown per face (drawn with the seed)")
+    samples: int = Field(1, ge=1, description="answers per context")
+    max_words: int = Field(3, ge=1)
+    temperature: float | None = Field(None, ge=0, description="None: the endpoint's default")
+    max_tokens: int = Field(200, ge=1)
+    seed: int = 0

@@ -45,3 +45,9 @@ def progress(quiet: bool = False) -> Iterator[Progress | _Silent]:
     )
     with bar:
         yield bar
+
+
+def status(message: str) -> None:
+    """One line about a long wait (a batch being processed), on stderr, when on a terminal."""
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)

@@ -1,8 +1,10 @@
 """Encoders from run folders, and their comparison with the faces a model actually emitted.
 
 An elicitation run is an encoder through its emissions (each face's empirical cell distribution, with its emit
-count); a likelihood run is an LM-head encoder (its face-by-cell table). Both load into the one table shape of
-``affectlens.analysis.similarity``. ``compare_runs`` computes and returns a :class:`Comparison`; it draws and
+count); an encoder run (``ENCODER_KINDS``) through its face-by-cell table: a likelihood run is an LM-head
+encoder, an introspect or synthesize run an API judge's reading of the faces. All load into the one table
+shape of ``affectlens.analysis.similarity``, named ``"<spec> (<kind>)"``. Only generations are read, never
+h_first, so an API model's elicitation run (no hidden states) serves as the truth like any other. ``compare_runs`` computes and returns a :class:`Comparison`; it draws and
 writes nothing (``affectlens.api.compare`` writes its files).
 """
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from affectlens.analysis import ensembles, similarity
@@ -20,7 +23,7 @@ from affectlens.cells import CellSet, get_cell_set
 from affectlens.errors import AffectlensError
 from affectlens.store.runs import (
     ELICIT,
-    LIKELIHOOD,
+    ENCODER_KINDS,
     emitted_faces,
     finished_stages,
     read_face_cells,
@@ -40,6 +43,7 @@ class Comparison:
     seed: int
     cells: CellSet
     encoders: dict[str, pd.DataFrame]  # by unique name, in the order the runs were given
+    kinds: dict[str, str]  # each encoder's kind (likelihood, introspect, synthesize), by its name
     rows: list[dict[str, Any]]  # one compare_to_truth result per encoder ("encoder"; face_set "own")
     pairwise: pd.DataFrame  # the truth and every encoder, on the truth's faces at the floor
     ensembles: pd.DataFrame | None = None  # subset_search's ranking (two or more encoders; face_set "common")
@@ -50,13 +54,13 @@ class Comparison:
     common_rows: list[dict[str, Any]] | None = None  # each single encoder on the common faces
 
 
-def _source(run: Path | str, kinds: tuple[str, ...] = (LIKELIHOOD, ELICIT)) -> tuple[str, dict[str, Any]]:
+def _source(run: Path | str, kinds: tuple[str, ...] = (*ENCODER_KINDS, ELICIT)) -> tuple[str, dict[str, Any]]:
     """(stage, manifest entry) that a run is read from as an encoder: the first of ``kinds`` it finished."""
     stages = finished_stages(run)
     for kind in kinds:
         if kind in stages:
             return kind, stages[kind]
-    raise AffectlensError(f"{run} has no finished likelihood or elicit stage to read faces from")
+    raise AffectlensError(f"{run} has no finished {', '.join(kinds)} stage to read faces from")
 
 
 def run_cells(run: Path | str) -> CellSet:
@@ -67,12 +71,14 @@ def run_cells(run: Path | str) -> CellSet:
 
 def load_encoder(run: Path | str, cells: CellSet | None = None, *, emitted: bool = False
                  ) -> tuple[str, pd.DataFrame]:  # fmt: skip
-    """(name, encoder table) of a run folder: its likelihood stage if it has one, else its emissions
-    (``emitted=True`` reads the emissions of a folder that holds both).
+    """(name, encoder table) of a run folder: its encoder stage (likelihood, introspect or synthesize) if it
+    has one, named ``"<spec> (<kind>)"``, else its emissions, ``"<spec> (emitted)"`` (``emitted=True`` reads
+    the emissions of a folder that holds both). Faces whose row has no positive finite mass (a judge that
+    gave no answer) are left out.
 
     ``cells`` defaults to the run's own cell set (:func:`run_cells`).
     """
-    kind, entry = _source(run, (ELICIT,) if emitted else (LIKELIHOOD, ELICIT))
+    kind, entry = _source(run, (ELICIT,) if emitted else (*ENCODER_KINDS, ELICIT))
     cells = cells or get_cell_set(entry.get("cells", "pad9"))
     spec = entry["identity"]["model"]["spec"]
     if kind == ELICIT:
@@ -80,10 +86,12 @@ def load_encoder(run: Path | str, cells: CellSet | None = None, *, emitted: bool
     frame = read_face_cells(run)
     if missing := [code for code in cells.codes if code not in frame.columns]:
         raise AffectlensError(f"{run}: face table lacks the {cells.name} cells {', '.join(missing)}")
-    frame = frame[cells.codes]
-    frame = frame.div(frame.sum(axis=1), axis=0)
+    frame = frame[cells.codes].astype(float)
+    total = frame.sum(axis=1)
+    usable = np.isfinite(frame.to_numpy()).all(axis=1) & (total.to_numpy() > 0)
+    frame = frame[usable].div(total[usable], axis=0)
     frame["n"] = 0
-    return f"{spec} (likelihood)", frame
+    return f"{spec} ({kind})", frame
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -115,6 +123,7 @@ def compare_runs(
     loaded = [load_encoder(run, cells) for run in encoder_runs]
     names = _unique([name for name, _ in loaded])
     encoders = dict(zip(names, [frame for _, frame in loaded], strict=True))
+    kinds = {name: _source(run)[0] for name, run in zip(names, encoder_runs, strict=True)}
     options = {"floor": floor, "n_boot": n_boot, "seed": seed, "cells": cells}
     rows = [
         {"encoder": name, **similarity.compare_to_truth(frame, truth, **options)}
@@ -123,7 +132,7 @@ def compare_runs(
     kept = list(truth.index[truth["n"].to_numpy() >= floor])  # the heat map sees the table's faces
     pairwise = similarity.pairwise_similarity({truth_name: truth, **encoders}, cells, faces=kept)
     pairwise.attrs["floor"] = floor
-    result = Comparison(truth_name, floor, n_boot, seed, cells, encoders, rows, pairwise)
+    result = Comparison(truth_name, floor, n_boot, seed, cells, encoders, kinds, rows, pairwise)
     if len(encoders) >= 2:
         try:
             search = ensembles.subset_search(encoders, truth, **options)

@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from affectlens.config import (
     AnalysisConfig,
+    ApiConfig,
     ElicitConfig,
+    IntrospectConfig,
     LikelihoodConfig,
     MonitorConfig,
     SteerConfig,
+    SynthesizeConfig,
     VectorsConfig,
 )
 
@@ -48,15 +51,47 @@ def _prompts(prompts: PromptSet | str | Path | None) -> PromptSet:
 
 
 def elicit(model: ModelHandle | str, out: str | Path, *, prompts: PromptSet | str | Path | None = None,
-           config: ElicitConfig | None = None, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+           config: ElicitConfig | None = None, api: ApiConfig | None = None, dry_run: bool = False,
+           quiet: bool = False) -> dict[str, Any]:  # fmt: skip
     """Replies that open with a face, and h_first, into run folder ``out`` (resumed if it exists).
 
+    ``model`` may be an API spec (``anthropic:MODEL``, ``openai:MODEL``; reached as ``api`` says): the same
+    prompts and generations, no hidden states. ``dry_run`` (API models) returns the plan and sends nothing.
     Returns the summary (face rate per cell, top faces) that the manifest records.
     """
-    from affectlens.stages.elicit import elicit as run
+    from affectlens.runtime.providers.base import is_api_spec
 
     config = config or ElicitConfig()
+    if isinstance(model, str) and is_api_spec(model):
+        from affectlens.api.remote import elicit_api
+
+        return elicit_api(
+            model, out, _prompts(prompts), config, api or ApiConfig(), dry_run=dry_run, quiet=quiet
+        )
+    from affectlens.stages.elicit import elicit as run
+
     return run(_handle(model), str(out), _prompts(prompts), config, quiet=quiet)
+
+
+def introspect(judge: str, out: str | Path, *, faces: Sequence[str] | str | Path = "catalogue",
+               config: IntrospectConfig | None = None, api: ApiConfig | None = None, dry_run: bool = False,
+               quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """An API judge's distribution over the cells for each bare face, as an encoder run (``face_cells``).
+
+    ``faces``: a list, ``"catalogue"``, a file with one face a line, or an elicitation run (its faces).
+    """
+    from affectlens.api.remote import introspect as run
+
+    return run(judge, out, faces=faces, config=config, api=api, dry_run=dry_run, quiet=quiet)
+
+
+def synthesize(judge: str, out: str | Path, *, contexts: str | Path, config: SynthesizeConfig | None = None,
+               api: ApiConfig | None = None, dry_run: bool = False, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The bag-of-lexicon encoder: an API judge picks lexicon words for each face of elicitation run
+    ``contexts`` in its contexts; the words' cell weights make each face's row of ``face_cells``."""
+    from affectlens.api.remote import synthesize as run
+
+    return run(judge, out, contexts=contexts, config=config, api=api, dry_run=dry_run, quiet=quiet)
 
 
 def likelihood(model: ModelHandle | str, out: str | Path, *, faces: Sequence[str] | str | Path = "catalogue",
@@ -199,6 +234,6 @@ def monitor(model: ModelHandle | str, out: str | Path, *, vectors: str | Path,
 
 
 __all__ = [
-    "analyze", "elicit", "emotion_vector", "likelihood", "load_model", "monitor", "report", "steer", "steer_sweep",
-    "vectors",
+    "analyze", "elicit", "emotion_vector", "introspect", "likelihood", "load_model", "monitor", "report", "steer",
+    "steer_sweep", "synthesize", "vectors",
 ]  # fmt: skip

@@ -40,7 +40,7 @@ def compare(
 
     Writes ``similarity.parquet``, ``similarity.md``, ``similarity.png``/``.svg``, with two or more encoders
     ``ensembles.parquet`` and ``lookup.parquet``, and last ``comparison.json``, which holds the returned dict
-    (truth, floor, n_boot, seed, rows, pairwise with pairwise_n_faces and pairwise_floor, face_sets,
+    (truth, floor, n_boot, seed, encoder_kinds, rows, pairwise with pairwise_n_faces and pairwise_floor, face_sets,
     figures, markdown and, with two or more encoders, best_ensemble and common_rows). Each row names its
     ``face_set`` and carries the ``uniform_*`` and ``marginal_*`` baselines on its faces; best_ensemble
     adds its held-out score (``heldout_*``). ``cells`` defaults to the cell set the truth run's manifest
@@ -54,6 +54,7 @@ def compare(
         "floor": floor,
         "n_boot": n_boot,
         "seed": seed,
+        "encoder_kinds": found.kinds,
         "rows": found.rows,
         "pairwise": found.pairwise.round(4).to_dict(),
         "pairwise_n_faces": found.pairwise.attrs["n_faces"],

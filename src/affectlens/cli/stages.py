@@ -25,6 +25,22 @@ from affectlens.cli.common import (
     parse_layers,
     user_errors,
 )
+from affectlens.cli.remote import (
+    CONCURRENCY,
+    MAX_RETRIES,
+    TIMEOUT,
+    BaseUrl,
+    Batch,
+    Cache,
+    Concurrency,
+    DryRun,
+    MaxRetries,
+    Prices,
+    Timeout,
+    api_config,
+    print_plan,
+    print_requests,
+)
 from affectlens.config import (
     DEFAULT_INSTRUCTION,
     AnalysisConfig,
@@ -33,7 +49,9 @@ from affectlens.config import (
     StoryConfig,
     VectorsConfig,
 )
+from affectlens.errors import AffectlensError
 from affectlens.reporting.format import number
+from affectlens.runtime.providers.base import is_api_spec
 
 E, L, V, S = ElicitConfig.default, LikelihoodConfig.default, VectorsConfig.default, StoryConfig.default
 
@@ -81,9 +99,17 @@ def elicit(
     ),
     dtype: Dtype = None,
     device: Device = None,
+    base_url: BaseUrl = None,
+    concurrency: Concurrency = CONCURRENCY,
+    max_retries: MaxRetries = MAX_RETRIES,
+    timeout: Timeout = TIMEOUT,
+    batch: Batch = False,
+    cache: Cache = True,
+    prices: Prices = None,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
 ) -> None:
-    """Ask a model to open replies with a kaomoji; record faces and h_first."""
+    """Ask a model to open replies with a kaomoji; record faces and h_first (none for API models)."""
     config = ElicitConfig(
         samples=samples, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
         max_new_tokens=max_new_tokens, seed=seed,
@@ -93,9 +119,23 @@ def elicit(
     from affectlens.stimuli import load_prompts
 
     prompt_set = load_prompts(prompts)  # a bad file fails before the model loads
-    summary = api.elicit(api.load_model(model, dtype=dtype, device=device), out, prompts=prompt_set, config=config,
-                         quiet=quiet)  # fmt: skip
-    print_elicit_summary(summary)
+    if is_api_spec(model):
+        settings = api_config(base_url, concurrency, max_retries, timeout, batch, cache, prices)
+        summary = api.elicit(model, out, prompts=prompt_set, config=config, api=settings, dry_run=dry_run,
+                             quiet=quiet)  # fmt: skip
+        if dry_run:
+            print_plan(summary)
+            return
+        print_elicit_summary(summary)
+        print_requests(summary)
+    else:
+        if base_url or batch or dry_run:
+            raise AffectlensError(
+                "--base-url, --batch and --dry-run are for API models (anthropic:, openai:)"
+            )
+        summary = api.elicit(api.load_model(model, dtype=dtype, device=device), out, prompts=prompt_set,
+                             config=config, quiet=quiet)  # fmt: skip
+        print_elicit_summary(summary)
     console.print(f"wrote {out}", highlight=False)
 
 

@@ -19,6 +19,7 @@ import torch
 from affectlens.errors import AffectlensError
 from affectlens.progress import progress
 from affectlens.runtime.loading import ModelHandle
+from affectlens.runtime.providers import Provider
 from affectlens.store.manifest import RunStore, part_tag
 
 
@@ -33,7 +34,7 @@ class Part:
 class Stage(ABC):
     name: ClassVar[str]
 
-    def __init__(self, handle: ModelHandle, out: str, *, quiet: bool = False) -> None:
+    def __init__(self, handle: ModelHandle | Provider, out: str, *, quiet: bool = False) -> None:
         self.handle = handle
         self.store = RunStore(out)
         self.quiet = quiet
@@ -80,7 +81,7 @@ class Stage(ABC):
         earlier = self.store.stage(self.name)
         if not earlier or earlier.get("finished"):
             return
-        was, now = (earlier.get("model") or {}).get("dtype"), self.handle.describe()["dtype"]
+        was, now = (earlier.get("model") or {}).get("dtype"), self.handle.describe().get("dtype")
         if was and was != now:
             raise AffectlensError(
                 f"{self.store.root} holds an unfinished {self.name!r} run computed in {was}; resuming it in {now} "

@@ -1,4 +1,4 @@
-"""Stimuli: the prompts, the face catalogue, the priming exchanges and the emotion-story corpus.
+"""Stimuli: the prompts, the face catalogue, the priming exchanges, the emotion-story corpus and the lexicon.
 
 Shipped data lives in ``data/`` as JSONL (one record a line). User files of the same schema are validated
 line by line against the record kinds (:class:`Prompt`, :class:`~affectlens.stimuli.corpus.Story`, ...) by
@@ -6,6 +6,7 @@ line by line against the record kinds (:class:`Prompt`, :class:`~affectlens.stim
 """
 
 from affectlens.stimuli.jsonl import content_hash, read_jsonl, read_records
+from affectlens.stimuli.lexicon import Lexicon, load_lexicon
 from affectlens.stimuli.prompts import (
     DEFAULT_PROMPTS,
     Prompt,
@@ -17,10 +18,12 @@ from affectlens.stimuli.prompts import (
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "Lexicon",
     "Prompt",
     "PromptSet",
     "content_hash",
     "load_catalogue",
+    "load_lexicon",
     "load_primer",
     "load_prompts",
     "read_jsonl",

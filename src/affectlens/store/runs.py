@@ -115,6 +115,11 @@ def read_generations(path: Path | str) -> pd.DataFrame:
     return read_parquet(_finished(path, kind)[0] / "generations.parquet")
 
 
+def read_elicit_prompts(path: Path | str) -> pd.DataFrame:
+    """Only the prompts table (id, cell, text, ...) of a finished elicitation run."""
+    return read_parquet(_finished(path, ELICIT)[0] / "prompts.parquet")
+
+
 def well_formed_mask(generations: pd.DataFrame) -> pd.Series:
     """True where a sample's face is well-formed; runs written before the column existed are judged now."""
     kinds = generations["face_kind"] if "face_kind" in generations else ["kaomoji"] * len(generations)
@@ -205,6 +210,11 @@ def read_judged_table(path: Path | str, name: str) -> pd.DataFrame:
 def write_requests(root: Path, accounts: pd.DataFrame) -> None:
     """An API run's accounting: one row per attempt (tokens, retries, request id, from cache or sent)."""
     write_parquet(root / "requests.parquet", accounts)
+
+
+def batch_state(root: Path | str) -> Path:
+    """Where an API stage keeps the id of a submitted batch until its results are in the cache."""
+    return Path(root) / "batch.json"
 
 
 def read_requests(path: Path | str) -> pd.DataFrame:

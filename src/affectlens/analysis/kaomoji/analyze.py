@@ -12,12 +12,16 @@ from affectlens.analysis.kaomoji.alignment import align
 from affectlens.analysis.kaomoji.common import (
     CLASSIFIER,
     CV,
+    HIDDEN_ANALYSES,
     INTERVAL,
     LAYER_RULE,
     MIN_ALIGN_CELLS,
     MIN_FACES,
     MIN_PROMPTS,
     MIN_SAMPLES,
+    NO_HIDDEN,
+    SKIPPED_RULE,
+    skipped,
 )
 from affectlens.analysis.kaomoji.face_cell import face_to_cell
 from affectlens.analysis.kaomoji.geometry import face_similarity, geometry
@@ -63,21 +67,11 @@ def _settings(
             "min_alignment_cells": MIN_ALIGN_CELLS,
         },
         "cells": cells.name,
+        "skipped": SKIPPED_RULE,
     }
 
 
-def _analyze_run(
-    run: Run, cells: CellSet, *, floor: int, tick: Callable[[], Any], **resampling: int
-) -> RunAnalysis:
-    """Every per-run analysis; ``resampling`` is n_boot, n_permutations and seed."""
-    h2c = hidden_to_cell(run, cells, tick=tick, **resampling)
-    f2c = face_to_cell(run, cells, **resampling)
-    tick()
-    h2f = hidden_to_face(run, floor=floor, **resampling)
-    tick()
-    geo = geometry(run, cells, floor=floor, **resampling)
-    sim = face_similarity(run, cells, geo.standardised, floor)
-    tick()
+def _describe(run: Run, **blocks: Any) -> RunAnalysis:
     return RunAnalysis(
         label=run.label,
         path=run.path,
@@ -87,12 +81,39 @@ def _analyze_run(
         layers=run.layers,
         headline_layer=run.layer,
         layer_rule=run.layer_rule,
+        prompts=run.prompts,
+        hidden_states=run.has_hidden,
+        **blocks,
+    )
+
+
+def _analyze_run(
+    run: Run, cells: CellSet, *, floor: int, tick: Callable[[], Any], **resampling: int
+) -> RunAnalysis:
+    """Every per-run analysis; ``resampling`` is n_boot, n_permutations and seed. A run without hidden
+    states gets face -> cell, and a skipped block (with why) for each analysis that reads h_first."""
+    if run.hidden is None:
+        f2c = face_to_cell(run, cells, **resampling)
+        tick()
+        reasons = {key: NO_HIDDEN for key in HIDDEN_ANALYSES}
+        reasons["alignment"] = f"{NO_HIDDEN}: left out of the cross-run alignment"
+        blocks = {key: skipped(reasons[key]) for key in HIDDEN_ANALYSES if key != "alignment"}
+        return _describe(run, face_to_cell=f2c, skipped=reasons, **blocks)
+    h2c = hidden_to_cell(run, cells, tick=tick, **resampling)
+    f2c = face_to_cell(run, cells, **resampling)
+    tick()
+    h2f = hidden_to_face(run, floor=floor, **resampling)
+    tick()
+    geo = geometry(run, cells, floor=floor, **resampling)
+    sim = face_similarity(run, cells, geo.standardised, floor)
+    tick()
+    return _describe(
+        run,
         hidden_to_cell=h2c,
         face_to_cell=f2c,
         hidden_to_face=h2f,
         geometry=geo.summary,
         face_similarity=sim,
-        prompts=run.prompts,
         scores=geo.scores,
         hidden=run.hidden[:, run.index],
     )
@@ -118,8 +139,11 @@ def analyze_runs(
     in ``by_characters``), ``hidden_to_face`` (faces emitted >= ``floor`` times; at most 200 permutations,
     shuffling states between all prompts and, in ``within_cell``, only within cells), ``geometry``
     (standardised PCA, PC-valence/arousal correlations over cell centroids with cells relabelled, face
-    centroids) and ``face_similarity``. ``alignment`` holds every pair of runs (the earlier run is the
-    reference), on raw and on z-scored h_first (``standardised``). Intervals are 95% bootstrap percentile
+    centroids) and ``face_similarity``. ``alignment`` holds every pair of runs with hidden states (the earlier
+    run is the reference), on raw and on z-scored h_first (``standardised``). A run without hidden states (an
+    API model) gets ``face_to_cell`` only: its other blocks are skipped ones, and its ``skipped`` names each
+    analysis it did not get (``hidden_to_cell``, ``hidden_to_face``, ``geometry``, ``face_similarity``,
+    ``alignment``) with why. Intervals are 95% bootstrap percentile
     intervals (``n_boot`` resamples of prompts; of cells for the geometry correlations); p-values are
     (k + 1) / (n_permutations + 1), except that cell relabellings are enumerated when k! <= n_permutations
     and no p is reported below its exact floor. ``cells=None`` takes the cell set the first run's elicit stage
@@ -138,11 +162,12 @@ def analyze_runs(
     # Every array here is small: BLAS threads cost more in hand-offs than they save (see stats.py).
     with progress(quiet) as bar, threadpool_limits(limits=1):
         for run in loaded:
-            task = bar.add_task(f"kaomoji {run.label}", total=len(run.layers) + 5)
+            task = bar.add_task(f"kaomoji {run.label}", total=len(run.layers) + 5 if run.has_hidden else 1)
             tick = functools.partial(bar.advance, task, 1)
             results[run.label] = _analyze_run(run, cells, floor=floor, tick=tick, **resampling)
-        for i, a in enumerate(loaded):
-            for b in loaded[i + 1 :]:
+        with_hidden = [run for run in loaded if run.has_hidden]  # alignment compares hidden states only
+        for i, a in enumerate(with_hidden):
+            for b in with_hidden[i + 1 :]:
                 alignment.append(align(a, b, cells, **resampling))
     return KaomojiAnalysis(
         settings=_settings(

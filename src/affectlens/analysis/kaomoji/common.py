@@ -31,12 +31,27 @@ INTERVAL = "95% percentile bootstrap over prompts"
 # The text analysis.json has always carried; affectlens.conventions.headline_layer applies the rule.
 LAYER_RULE = "round(2/3 x (n_layers - 1)), fixed before any fit; never chosen on test folds"
 
+# A run without hidden states (an API model): what it says in place of each analysis that reads h_first.
+NO_HIDDEN = "no hidden states (API model)"
+HIDDEN_ANALYSES = ("hidden_to_cell", "hidden_to_face", "geometry", "face_similarity", "alignment")
+SKIPPED_RULE = (
+    f"a run without hidden states (an API model) gets only the analyses that read its generations (face_to_cell); "
+    f"each run lists under 'skipped' what it did not get and why ({', '.join(HIDDEN_ANALYSES)}), its "
+    "hidden-state blocks say the same, and alignment pairs only runs with hidden states"
+)
+
 estimator = functools.partial(default_estimator, tol=TOL)  # a partial, so joblib workers can unpickle it
 
 
 def thin(reason: str, **counts: Any) -> dict[str, Any]:
     """The block that stands in for numbers when there is too little data: why, and the counts."""
     return {"thin": True, "reason": reason, **counts}
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    """The block that stands in for an analysis that was not run: ``thin`` (so no reader takes numbers from
+    it), ``skipped``, and why."""
+    return {"thin": True, "skipped": True, "reason": reason}
 
 
 def n_jobs(n_tasks: int, at_least: int = 200) -> int:

@@ -1,4 +1,8 @@
-"""Elicitation run folders as the kaomoji analyses see them: prompts, samples and h_first as numpy."""
+"""Elicitation run folders as the kaomoji analyses see them: prompts, samples and h_first as numpy.
+
+An API model's run holds no hidden states: its ``Run`` has ``hidden=None``, no layers and no headline layer,
+and only the analyses that read generations alone apply to it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectlens.analysis.kaomoji.common import LAYER_RULE
+from affectlens.analysis.kaomoji.common import LAYER_RULE, NO_HIDDEN
 from affectlens.cells import CellSet, get_cell_set
 from affectlens.conventions import headline_layer
 from affectlens.errors import AffectlensError
@@ -23,14 +27,18 @@ class Run:
     spec: str
     prompts: pd.DataFrame  # id, cell, ... in h_first row order
     samples: pd.DataFrame  # prompt_id, cell (of the prompt), face (None where none), row (prompt row)
-    hidden: np.ndarray  # [n_prompts, n_stored_layers, d] float32
-    layers: list[int]  # model layer number of each stored layer
-    index: int  # stored-layer index of the headline layer
+    hidden: np.ndarray | None  # [n_prompts, n_stored_layers, d] float32; None: no hidden states (API model)
+    layers: list[int]  # model layer number of each stored layer ([] without hidden states)
+    index: int | None  # stored-layer index of the headline layer (None without hidden states)
     layer_rule: str
 
     @property
-    def layer(self) -> int:
-        return self.layers[self.index]
+    def has_hidden(self) -> bool:
+        return self.hidden is not None
+
+    @property
+    def layer(self) -> int | None:
+        return None if self.index is None else self.layers[self.index]
 
 
 def load_runs(paths: Sequence[str], layer: int | None, cells: CellSet | None,
@@ -70,25 +78,38 @@ def _headline(path: str, layers: list[int], n_model_layers: int, layer: int | No
     return layers.index(layer), f"layer {layer}, set by the caller"
 
 
-def _run(elicited: ElicitRun, layer: int | None, cells: CellSet, faces: str) -> Run:
-    path, generations, prompts, entry = elicited.path, elicited.generations, elicited.prompts, elicited.entry
+def _hidden(elicited: ElicitRun, n_prompts: int) -> tuple[np.ndarray | None, list[int]]:
+    """(h_first as numpy, the model layer of each stored layer); (None, []) for a run without hidden states."""
+    path, entry = elicited.path, elicited.entry
+    if elicited.h_first is None:
+        return None, []
     hidden = elicited.h_first.detach().cpu().float().numpy()
-    if hidden.ndim != 3 or hidden.shape[0] != len(prompts):
+    if hidden.ndim != 3 or hidden.shape[0] != n_prompts:
         raise AffectlensError(
-            f"{path}: h_first has shape {tuple(hidden.shape)}, expected [{len(prompts)} prompts, layers, d]"
+            f"{path}: h_first has shape {tuple(hidden.shape)}, expected [{n_prompts} prompts, layers, d]"
         )
     layers = [int(v) for v in (entry.get("layers") or range(hidden.shape[1]))]
     if len(layers) != hidden.shape[1]:
         raise AffectlensError(
             f"{path}: the manifest lists {len(layers)} layers but h_first holds {hidden.shape[1]}"
         )
+    return hidden, layers
+
+
+def _run(elicited: ElicitRun, layer: int | None, cells: CellSet, faces: str) -> Run:
+    path, generations, prompts, entry = elicited.path, elicited.generations, elicited.prompts, elicited.entry
+    hidden, layers = _hidden(elicited, len(prompts))
     model = entry.get("model") or {}
     spec = str(model.get("spec") or entry.get("identity", {}).get("model", {}).get("spec") or Path(path).name)
     if unknown := sorted(set(prompts["cell"]) - set(cells.codes)):
         raise AffectlensError(
             f"{path}: prompts name cells outside the {cells.name} set: {', '.join(unknown)}"
         )
-    index, rule = _headline(path, layers, int(model.get("n_layers") or max(layers) + 1), layer)
+    index: int | None
+    if hidden is None:  # a caller's layer has nothing to select here; the other runs still use it
+        index, rule = None, NO_HIDDEN
+    else:
+        index, rule = _headline(path, layers, int(model.get("n_layers") or max(layers) + 1), layer)
     row = {pid: i for i, pid in enumerate(prompts["id"])}
     if missing := sorted(set(generations["prompt_id"]) - set(row)):
         raise AffectlensError(f"{path}: generations name prompts missing from prompts.parquet: {missing[:3]}")

@@ -29,8 +29,8 @@ class RunAnalysis:
     spec: str
     n_prompts: int
     n_samples: int
-    layers: list[int]
-    headline_layer: int
+    layers: list[int]  # [] without hidden states
+    headline_layer: int | None  # None without hidden states
     layer_rule: str
     hidden_to_cell: Block
     face_to_cell: Block
@@ -41,6 +41,10 @@ class RunAnalysis:
     prompts: pd.DataFrame = field(repr=False, metadata=_NOT_SERIALISED)  # id, cell, ... in h_first row order
     scores: np.ndarray | None = field(default=None, repr=False, metadata=_NOT_SERIALISED)  # [n_prompts, 2]
     hidden: np.ndarray | None = field(default=None, repr=False, metadata=_NOT_SERIALISED)  # [n_prompts, d]
+    # False for a run without hidden states (an API model); ``skipped`` then names each analysis it did not
+    # get (those of HIDDEN_ANALYSES) with why. Both are serialised, after face_similarity.
+    hidden_states: bool = True
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, figures: FigurePaths) -> dict[str, Any]:
         """The run's entry in ``analysis.json`` (not yet json-ready), ``figures`` last."""
@@ -54,7 +58,7 @@ class KaomojiAnalysis:
 
     settings: dict[str, Any]
     runs: dict[str, RunAnalysis]
-    alignment: list[Block]  # one per pair of runs, the earlier run the reference
+    alignment: list[Block]  # one per pair of runs with hidden states, the earlier run the reference
     cells: CellSet = field(repr=False)  # not serialised (its name is in settings): colours for the figures
 
     def to_json(self, figures: dict[str, FigurePaths], alignment_figures: list[FigurePaths | None]) -> dict:

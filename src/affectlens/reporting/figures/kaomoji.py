@@ -114,20 +114,20 @@ def _confusion_panel(fig: MplFigure, ax: Any, result: dict, cells: CellSet, titl
     fig.colorbar(image, ax=ax, label="share of the true cell's rows", shrink=0.8)
 
 
-def confusion_figure(label: str, h2c: dict, f2c: dict, cells: CellSet) -> MplFigure:
+def confusion_figure(label: str, h2c: dict, f2c: dict, cells: CellSet) -> MplFigure | None:
     """Confusion of hidden state -> cell at the headline layer, beside face -> cell (by identity, by
-    characters) where those are not thin."""
-    panels = [
-        (
-            h2c["headline"],
-            f"hidden state → cell, layer {h2c['headline']['layer']} (n = {h2c['headline']['n']} prompts)",
-        )
-    ]
+    characters), each where it is not thin (or skipped: a run without hidden states); None with no panel."""
+    panels = []
+    if not h2c.get("thin", True):
+        head = h2c["headline"]
+        panels.append((head, f"hidden state → cell, layer {head['layer']} (n = {head['n']} prompts)"))
     if not f2c.get("thin", True):
         panels.append((f2c, f"face identity → cell (n = {f2c['n']} samples with a face)"))
     chars = f2c.get("by_characters", {})
     if not chars.get("thin", True):
         panels.append((chars, f"face characters → cell (n = {chars['n']} samples with a face)"))
+    if not panels:
+        return None
     fig = MplFigure(figsize=(5.2 * len(panels), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (result, title) in zip(axes, panels, strict=True):
@@ -261,9 +261,11 @@ def draw(analysis: KaomojiAnalysis, out: Path) -> tuple[dict[str, FigurePaths], 
         h2c, geo, sim = run.hidden_to_cell, run.geometry, run.face_similarity
         if not h2c["thin"]:
             made["depth"] = _save(depth_figure(label, h2c), out, f"{stem}-depth")
-            made["confusion"] = _save(
-                confusion_figure(label, h2c, run.face_to_cell, cells), out, f"{stem}-confusion"
-            )
+        # Without hidden states the confusion figure shows face -> cell alone.
+        if (h2c.get("skipped") or not h2c["thin"]) and (
+            confusion := confusion_figure(label, h2c, run.face_to_cell, cells)
+        ) is not None:
+            made["confusion"] = _save(confusion, out, f"{stem}-confusion")
         if not geo["thin"] and run.scores is not None:
             made["pca"] = _save(pca_figure(label, geo, run.scores, run.prompts, cells), out, f"{stem}-pca")
             if not geo["faces"]["thin"]:

@@ -23,6 +23,13 @@ FACE_SETS = {
     "common": "the faces at the floor that every encoder and the truth share",
 }
 UNIFORM, MARGINAL = "uniform baseline (1/k per cell)", "truth marginal baseline (leave-one-face-out)"
+# What each kind of encoder run is, as the section says it; an encoder's name ends in "(<kind>)".
+KINDS = {
+    "likelihood": "a model's own LM head, P(face | prompt) over the prompts of each cell",
+    "introspect": "an API judge shown the bare face, answering with a distribution over the cells",
+    "synthesize": "an API judge picking lexicon words for the face in context, the words' cell weights averaged",
+    "elicit": "another run's emissions",
+}
 
 
 def _estimate(row: dict[str, Any], key: str, missing: str = NO_INTERVAL) -> str:
@@ -170,8 +177,23 @@ def _ensemble_blocks(comparison: dict[str, Any]) -> list[str | Table | Figure]:
     return [text, table]
 
 
+def _kinds_text(kinds: dict[str, str]) -> list[str]:
+    """One sentence naming the kinds of encoder compared, where any is not a likelihood run."""
+    present = list(dict.fromkeys(kinds.values()))
+    if set(present) <= {"likelihood"}:
+        return []
+    what = "; ".join(f"{kind}: {KINDS.get(kind, kind)}" for kind in present)
+    return [f"Encoders by kind (each name ends in its kind): {what}."]
+
+
 def similarity_section(comparison: dict[str, Any], folder: Path | str) -> Section:
     """The comparison as a report section; ``folder`` holds ``comparison.json`` and its figures."""
+    kinds = comparison.get("encoder_kinds") or {}
+    title = (
+        "Likelihood encoders and similarity to the emitted faces"
+        if set(kinds.values()) <= {"likelihood"}
+        else "Encoders and similarity to the emitted faces"
+    )
     blocks: list[str | Table | Figure] = [
         f"Each encoder gives every face a distribution over the affect cells. Similarity to the ground truth "
         f"({comparison['truth']}: the cells in which the model actually emitted each face) is 1 minus the "
@@ -182,6 +204,7 @@ def similarity_section(comparison: dict[str, Any], folder: Path | str) -> Sectio
         f"scores of two encoders that know nothing: 1/k in every cell, and the truth's overall cell "
         f"distribution with the face's own emits left out (face-uniform / emit-weighted). An encoder that "
         f"does not beat both has not shown that it reads faces.",
+        *_kinds_text(kinds),
         Table(_encoder_rows(comparison["rows"]), "Encoders against the emitted faces."),
         *_ensemble_blocks(comparison),
     ]
@@ -196,4 +219,4 @@ def similarity_section(comparison: dict[str, Any], folder: Path | str) -> Sectio
                     "sources read faces into the same contexts, not that either reads the model's state.",
                 )
             )
-    return Section("Likelihood encoders and similarity to the emitted faces", blocks)
+    return Section(title, blocks)

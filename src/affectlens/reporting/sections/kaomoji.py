@@ -3,42 +3,30 @@ in tables, sentences and captioned figures that say what they show and what they
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from affectlens.analysis.kaomoji import CLASSIFIER, CV, INTERVAL, LAYER_RULE
-from affectlens.reporting.document import Figure, Section, Table
+from affectlens.reporting.document import Section, Table
 from affectlens.reporting.figures.umap import CAPTION as UMAP_CAPTION
 from affectlens.reporting.format import estimate, number, p_value
-
-Blocks = list[str | Table | Figure]
-
-
-def _thin_text(d: dict) -> str:
-    return f"thin data: {d.get('reason', 'too little data')}"
-
-
-def _figure(out: Path, figures: dict, key: str, caption: str) -> list[Figure]:
-    return [Figure(out / figures[key]["png"], caption)] if key in figures else []
-
-
-def _with_numbers(
-    runs: dict, key: str, rows: list[dict], column: str, **extra: str
-) -> Iterator[tuple[str, dict]]:
-    """(label, ``key`` block) of each run whose block has numbers; a thin block puts its reason in ``rows``."""
-    for label, run in runs.items():
-        block = run[key]
-        if block["thin"]:
-            rows.append({"run": label, **extra, column: _thin_text(block)})
-        else:
-            yield label, block
+from affectlens.reporting.sections.kaomoji_blocks import (
+    Blocks,
+    alignment_blocks,
+    block_of,
+    figure,
+    skipped_note,
+    table,
+    tested,
+    thin_text,
+    with_numbers,
+)
 
 
 def _hidden_to_cell_rows(runs: dict) -> list[dict]:
     rows: list[dict] = []
-    for label, h2c in _with_numbers(runs, "hidden_to_cell", rows, "accuracy [95% CI]", what="—"):
+    for label, h2c in with_numbers(runs, "hidden_to_cell", rows, "accuracy [95% CI]", what="—"):
         for what, d in (
             ("headline layer " + number(h2c["headline"]["layer"]), h2c["headline"]),
             ("all layers concatenated", h2c["all_layers"]),
@@ -67,10 +55,11 @@ def _hidden_to_cell(runs: dict, settings: dict, out: Path) -> Section:
         f"Intervals: {INTERVAL}. A high score says the prompts' cells are linearly separable in the hidden "
         "state; it does not say the model feels anything, nor that the separation is about emotion rather "
         "than other differences between the prompt sets.",
-        Table(pd.DataFrame(_hidden_to_cell_rows(runs)), caption="Cell from hidden state, out-of-fold."),
+        *skipped_note(runs),
+        *table(_hidden_to_cell_rows(runs), "Cell from hidden state, out-of-fold."),
     ]
     for label, run in runs.items():
-        h2c, figures = run["hidden_to_cell"], run.get("figures", {})
+        h2c, figures = block_of(run, "hidden_to_cell"), run.get("figures", {})
         if h2c["thin"]:
             continue
         head = h2c["headline"]
@@ -80,7 +69,7 @@ def _hidden_to_cell(runs: dict, settings: dict, out: Path) -> Section:
             f"against chance {number(head['chance'])} and a majority baseline of {number(head['majority_baseline'])}; "
             f"permutation p = {p_value(head)}. Layer rule: {head['layer_rule']}."
         )
-        blocks += _figure(
+        blocks += figure(
             out,
             figures,
             "depth",
@@ -89,7 +78,7 @@ def _hidden_to_cell(runs: dict, settings: dict, out: Path) -> Section:
             "linearly separable; the curve has no permutation test per layer and its peak was not used to pick "
             "the headline layer. It does not show what the features are, or that the model is in any state.",
         )
-        blocks += _figure(
+        blocks += figure(
             out,
             figures,
             "confusion",
@@ -100,17 +89,13 @@ def _hidden_to_cell(runs: dict, settings: dict, out: Path) -> Section:
     return Section("Hidden state → cell", blocks)
 
 
-def _tested(block: dict, key: str = "p_value", null: str = "null_mean") -> str:
-    """A permutation p with its floor and, where there is one, the mean of its null scores."""
-    text = p_value(block, key)
-    return text if block.get(null) is None else f"{text}; null mean {number(block[null])}"
-
-
 def _face_to_cell_rows(runs: dict) -> list[dict]:
     """One row per run and estimator: face identity (the top-level block), face characters (by_characters)."""
     rows = []
     for label, run in runs.items():
-        f2c = run["face_to_cell"]
+        f2c = run.get("face_to_cell")
+        if not f2c:
+            continue
         shared = {
             "coverage [95% CI]": estimate(f2c["coverage"], f2c["coverage_ci"]),
             "samples (with face / all)": f"{number(f2c['n_with_face'])} / {number(f2c['n_samples'])}",
@@ -122,7 +107,7 @@ def _face_to_cell_rows(runs: dict) -> list[dict]:
         for name, block, usable in estimators:
             row = {"run": label, "estimator": name, **shared}
             if block["thin"]:
-                row["accuracy [95% CI]"] = _thin_text(block)
+                row["accuracy [95% CI]"] = thin_text(block)
             else:
                 row.update(
                     {
@@ -130,7 +115,7 @@ def _face_to_cell_rows(runs: dict) -> list[dict]:
                         "chance": number(block["chance"]),
                         "majority baseline": number(block["majority_baseline"]),
                         "usable in test folds": number(block[usable]),
-                        "p (permutation)": _tested(block),
+                        "p (permutation)": tested(block),
                     }
                 )
             rows.append(row)
@@ -139,7 +124,7 @@ def _face_to_cell_rows(runs: dict) -> list[dict]:
 
 def _hidden_to_face_rows(runs: dict) -> list[dict]:
     rows: list[dict] = []
-    for label, h2f in _with_numbers(runs, "hidden_to_face", rows, "accuracy [95% CI]"):
+    for label, h2f in with_numbers(runs, "hidden_to_face", rows, "accuracy [95% CI]"):
         rows.append(
             {
                 "run": label,
@@ -148,8 +133,8 @@ def _hidden_to_face_rows(runs: dict) -> list[dict]:
                 "gain over baseline [95% CI]": estimate(
                     h2f["gain_over_majority"], h2f["gain_over_majority_ci"]
                 ),
-                "p: state → face?": _tested(h2f),
-                "p: beyond the cell?": _tested(h2f["within_cell"]) if "within_cell" in h2f else "not tested",
+                "p: state → face?": tested(h2f),
+                "p: beyond the cell?": tested(h2f["within_cell"]) if "within_cell" in h2f else "not tested",
                 "faces": number(h2f["n_faces"]),
                 "samples / prompts": f"{number(h2f['n_samples'])} / {number(h2f['n_prompts'])}",
             }
@@ -157,7 +142,18 @@ def _hidden_to_face_rows(runs: dict) -> list[dict]:
     return rows
 
 
-def _face_to_cell(runs: dict, settings: dict) -> Section:
+def _face_to_cell(runs: dict, settings: dict, out: Path) -> Section:
+    confusion: Blocks = []  # a run without hidden states shows its face confusion here, not under hidden → cell
+    for label, run in runs.items():
+        if block_of(run, "hidden_to_cell").get("skipped"):
+            confusion += figure(
+                out,
+                run.get("figures", {}),
+                "confusion",
+                f"{label}: out-of-fold confusion of face → cell, by identity and by characters (rows: the "
+                "prompt's cell; columns: predicted; colour: share of the row). It shows which cells the face "
+                "confuses with which; it does not show why.",
+            )
     return Section(
         "Face → cell",
         [
@@ -183,7 +179,8 @@ def _face_to_cell(runs: dict, settings: dict) -> Section:
             "its null mean is the accuracy the cell alone buys. Only a small p on the second says that the face "
             "tracks the state rather than both tracking the prompt's cell. Faces vary between samples of one "
             "prompt, so even a perfect reading of the hidden state cannot reach accuracy 1.",
-            Table(pd.DataFrame(_hidden_to_face_rows(runs)), caption="Face from hidden state, out-of-fold."),
+            *table(_hidden_to_face_rows(runs), "Face from hidden state, out-of-fold."),
+            *confusion,
         ],
     )
 
@@ -191,7 +188,7 @@ def _face_to_cell(runs: dict, settings: dict) -> Section:
 def _geometry_tables(runs: dict) -> Blocks:
     var_rows: list[dict] = []
     cor_rows: list[dict] = []
-    for label, geo in _with_numbers(runs, "geometry", var_rows, "PC1 [95% CI]"):
+    for label, geo in with_numbers(runs, "geometry", var_rows, "PC1 [95% CI]"):
         var_rows.append(
             {"run": label, "layer": number(geo["layer"]), "n prompts": number(geo["n_prompts"])}
             | {
@@ -205,10 +202,10 @@ def _geometry_tables(runs: dict) -> Blocks:
                     "run": label,
                     "PC": f"PC{c['pc']}",
                     "axis": c["axis"] + (" (paired)" if c.get("paired") else ""),
-                    "r over cells [95% CI]": _thin_text(c)
+                    "r over cells [95% CI]": thin_text(c)
                     if c.get("thin")
                     else estimate(c["r"], [c["lo"], c["hi"]]),
-                    "p (cells relabelled)": "n/a" if c.get("thin") else _tested(c),
+                    "p (cells relabelled)": "n/a" if c.get("thin") else tested(c),
                     "n cells / prompts": f"{number(c.get('n', c.get('n_cells')))} / {number(geo['n_prompts'])}",
                 }
             )
@@ -219,20 +216,18 @@ def _geometry_tables(runs: dict) -> Blocks:
                     "run": label,
                     "PC": "PC1 + PC2",
                     "axis": f"pairing test (PC1–{pairing['PC1']}, PC2–{pairing['PC2']})",
-                    "r over cells [95% CI]": _thin_text(test)
+                    "r over cells [95% CI]": thin_text(test)
                     if test["thin"]
                     else f"summed |r| {number(test['observed'])} [no interval]",
-                    "p (cells relabelled)": "n/a" if test["thin"] else _tested(test),
+                    "p (cells relabelled)": "n/a" if test["thin"] else tested(test),
                     "n cells / prompts": f"{number(test['n_cells'])} / {number(geo['n_prompts'])}",
                 }
             )
-    blocks: Blocks = [
-        Table(
-            pd.DataFrame(var_rows),
-            caption="Share of variance of the first principal components, with 95% bootstrap intervals over prompts "
-            "(repeated prompts in a resample push the interval upward).",
-        )
-    ]
+    blocks: Blocks = table(
+        var_rows,
+        "Share of variance of the first principal components, with 95% bootstrap intervals over prompts "
+        "(repeated prompts in a resample push the interval upward).",
+    )
     if cor_rows:
         blocks.append(
             Table(
@@ -241,63 +236,6 @@ def _geometry_tables(runs: dict) -> Blocks:
                 "per cell).",
             )
         )
-    return blocks
-
-
-def _alignment_row(block: dict) -> dict[str, str]:
-    return {
-        "disparity [95% CI]": estimate(block["disparity"], block["disparity_ci"]),
-        "disparity p": _tested(block, "disparity_p_value", "disparity_null_mean"),
-        "RSA Spearman r [95% CI]": estimate(block["rsa"], block["rsa_ci"]),
-        "RSA p": _tested(block, "rsa_p_value", "rsa_null_mean"),
-    }
-
-
-def _alignment(alignment: list[dict], out: Path) -> Blocks:
-    rows = []
-    for al in alignment:
-        row = {"reference": al["reference"], "other": al["other"]}
-        if al.get("skipped") or al.get("thin"):
-            row["features"] = "—"
-            row["disparity [95% CI]"] = f"skipped: {al['reason']}" if al.get("skipped") else _thin_text(al)
-            rows.append(row)
-            continue
-        counts = {"shared prompts / cells": f"{number(al['n_prompts'])} / {number(al['n_cells'])}"}
-        rows.append({**row, "features": "raw", **_alignment_row(al), **counts})
-        if (std := al.get("standardised")) is not None:
-            std_row = {"disparity [95% CI]": _thin_text(std)} if std["thin"] else _alignment_row(std)
-            rows.append({**row, "features": "z-scored", **std_row, **counts})
-    blocks: Blocks = []
-    if rows:
-        blocks.append(
-            "Across runs on the same prompts: the cell centroids of each run are centred, put in their own "
-            "principal axes and scaled to unit size; the other run is rotated onto the reference (orthogonal "
-            "Procrustes, no scaling), and the disparity is the remaining squared mismatch (0 = same "
-            "arrangement). RSA is the Spearman correlation of the two runs' cell-to-cell distances. Each is "
-            "computed twice. Raw: centroids of h_first as the model has it, so distances follow the model's own "
-            "metric, in which a few high-variance features can dominate. Z-scored: every feature standardised "
-            "over the shared prompts first (as for the PCA), so every feature weighs alike; unlike raw, it is not "
-            "rotation-invariant, so two runs that differ only by a rotation agree exactly raw but not z-scored. "
-            "Where the two rows of a pair disagree, the conclusion depends on that choice rather than on the "
-            "models. Both "
-            "statistics carry a permutation test that relabels the other run's cells; with k cells there are "
-            "only k! relabellings, so all are enumerated when k! is at most the number of permutations (p = "
-            "share at least as extreme, the identity included) and no p goes below 1/k!. Bootstrap intervals "
-            "resample shared prompts; the extra centroid noise makes them lean toward worse agreement than the "
-            "estimate."
-        )
-        blocks.append(Table(pd.DataFrame(rows), caption="Cross-model alignment of cell centroids."))
-    for al in alignment:
-        if "figures" in al:
-            blocks += _figure(
-                out,
-                al["figures"],
-                "alignment",
-                f"{al['other']} cell centroids rotated onto {al['reference']}'s (first two axes of the "
-                "reference's centroid space; lines join the same cell). It shows whether the two models arrange "
-                "the cells alike relative to each other; it does not show that they use the same features, and "
-                "two axes hide part of the mismatch.",
-            )
     return blocks
 
 
@@ -319,7 +257,7 @@ def _geometry(runs: dict, alignment: list[dict], out: Path) -> Section:
     ]
     for label, run in runs.items():
         figures = run.get("figures", {})
-        blocks += _figure(
+        blocks += figure(
             out,
             figures,
             "pca",
@@ -328,14 +266,14 @@ def _geometry(runs: dict, alignment: list[dict], out: Path) -> Section:
             "of largest variance; it does not show emotion directions (large-variance axes may track length, "
             "topic or format), and distances in two PCs understate those in the full space.",
         )
-        blocks += _figure(
+        blocks += figure(
             out,
             figures,
             "umap",
             f"{label}: each prompt's h_first at the headline layer, embedded in two dimensions by UMAP and "
             f"coloured by the prompt's cell. It does not show how far apart the cells are. {UMAP_CAPTION}",
         )
-        blocks += _figure(
+        blocks += figure(
             out,
             figures,
             "faces_pca",
@@ -344,7 +282,7 @@ def _geometry(runs: dict, alignment: list[dict], out: Path) -> Section:
             "contexts the model's state places near sad prompts; it does not mean the model is sad when it "
             "uses it.",
         )
-    return Section("Geometry and alignment", blocks + _alignment(alignment, out))
+    return Section("Geometry and alignment", blocks + alignment_blocks(alignment, out))
 
 
 def _face_similarity(runs: dict, settings: dict, out: Path) -> Section:
@@ -355,11 +293,13 @@ def _face_similarity(runs: dict, settings: dict, out: Path) -> Section:
         "take the colour of the cell each face most often followed."
     ]
     for label, run in runs.items():
-        sim = run["face_similarity"]
-        if sim["thin"]:
-            blocks.append(f"{label}: {_thin_text(sim)} ({number(sim.get('n_samples', 0))} samples).")
+        sim = block_of(run, "face_similarity")
+        if sim.get("skipped"):
             continue
-        blocks += _figure(
+        if sim["thin"]:
+            blocks.append(f"{label}: {thin_text(sim)} ({number(sim.get('n_samples', 0))} samples).")
+            continue
+        blocks += figure(
             out,
             run.get("figures", {}),
             "face_similarity",
@@ -379,7 +319,7 @@ def sections(analysis: dict, out: str) -> list[Section]:
     settings = analysis.get("settings", {})
     return [
         _hidden_to_cell(runs, settings, out_dir),
-        _face_to_cell(runs, settings),
+        _face_to_cell(runs, settings, out_dir),
         _geometry(runs, analysis.get("alignment", []), out_dir),
         _face_similarity(runs, settings, out_dir),
     ]

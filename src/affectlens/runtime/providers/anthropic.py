@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -52,6 +53,14 @@ class AnthropicProvider:
         """Whether the shared system text clears the model's minimum cacheable length."""
         return estimated_tokens(system) >= min_cacheable_tokens(self.model)
 
+    def prompt_caching(self, system: str) -> str:
+        n, floor = estimated_tokens(system), min_cacheable_tokens(self.model)
+        if n >= floor:
+            return f"on: the system text (~{n} tokens) is marked for caching"
+        return (
+            f"off: the system text (~{n} tokens) is below {self.model}'s minimum of {floor} cacheable tokens"
+        )
+
     def params(self, request: ApiRequest) -> dict[str, Any]:
         system: Any = request.system
         if request.system and self.caches_system(request.system):
@@ -92,19 +101,34 @@ class AnthropicProvider:
             ) from None
 
     def batch_ended(self, batch_id: str) -> bool:
-        return self.client.messages.batches.retrieve(batch_id).processing_status == "ended"
+        with self._batch_errors(batch_id):
+            return self.client.messages.batches.retrieve(batch_id).processing_status == "ended"
 
     def batch_results(self, batch_id: str) -> Iterator[tuple[str, ApiReply | ApiFailure]]:
-        for line in self.client.messages.batches.results(batch_id):
-            result = line.result
-            if result.type == "succeeded":
-                reply = _reply(result.message)
-                reply.request_id = f"batch:{batch_id}"
-                yield line.custom_id, reply
-            else:
-                error = getattr(getattr(result, "error", None), "error", None)
-                reason = getattr(error, "message", None) or result.type
-                yield line.custom_id, ApiFailure(f"batch {result.type}: {reason}", retryable=True)
+        with self._batch_errors(batch_id):
+            for line in self.client.messages.batches.results(batch_id):
+                result = line.result
+                if result.type == "succeeded":
+                    reply = _reply(result.message)
+                    reply.request_id = f"batch:{batch_id}"
+                    yield line.custom_id, reply
+                else:
+                    error = getattr(getattr(result, "error", None), "error", None)
+                    reason = getattr(error, "message", None) or result.type
+                    yield line.custom_id, ApiFailure(f"batch {result.type}: {reason}", retryable=True)
+
+    @contextmanager
+    def _batch_errors(self, batch_id: str) -> Iterator[None]:
+        """A batch that cannot be read (unknown, expired, unreachable) as one line, not an SDK traceback."""
+        try:
+            yield
+        except self._sdk.APIStatusError as exc:
+            reason = status_reason(exc.status_code, exc.message)
+            raise AffectlensError(f"{self.spec}: batch {batch_id}: {reason}") from None
+        except self._sdk.APIConnectionError as exc:
+            raise AffectlensError(
+                f"{self.spec}: batch {batch_id}: connection failed: {type(exc).__name__}; rerun to resume"
+            ) from None
 
     def describe(self) -> dict[str, object]:
         return {"spec": self.spec, "vendor": self.vendor, "model": self.model, "base_url": self.base_url,
@@ -118,10 +142,14 @@ def _retryable(status: int) -> bool:
 def _reply(message: Any) -> ApiReply:
     text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
     usage = message.usage
+    # Anthropic counts cache reads and writes apart from input_tokens; a reply's input_tokens is every input
+    # token (as OpenAI's prompt_tokens is), cached_tokens the part of them read from the cache.
+    cached = int(usage.cache_read_input_tokens or 0)
+    written = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
     return ApiReply(
         text=text,
         stop_reason=message.stop_reason,
-        input_tokens=int(usage.input_tokens or 0),
+        input_tokens=int(usage.input_tokens or 0) + written + cached,
         output_tokens=int(usage.output_tokens or 0),
-        cached_tokens=int(usage.cache_read_input_tokens or 0),
+        cached_tokens=cached,
     )

@@ -22,6 +22,7 @@ class Capabilities:
     logprobs: int  # top alternatives per token the endpoint returns (0: none)
     batches: bool  # an asynchronous batch API that this package drives
     temperature: bool  # whether the model accepts temperature and top_p
+    seed: bool = False  # whether a sampling seed is honoured
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ class Provider(Protocol):
 
     def send(self, request: ApiRequest) -> ApiReply:
         """One request through the SDK (which retries 408, 409, 429 and 5xx); raises ApiFailure."""
+        ...
+
+    def prompt_caching(self, system: str) -> str:
+        """Whether the shared system text is cached by the vendor, in words (for the manifest and the CLI)."""
         ...
 
     def describe(self) -> dict[str, object]: ...

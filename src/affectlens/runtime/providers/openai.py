@@ -36,11 +36,14 @@ class OpenAIProvider:
                                     max_retries=max_retries, timeout=timeout)  # fmt: skip
         reasoning = model.startswith(REASONING_PREFIXES)
         self.capabilities = Capabilities(json_schema=True, logprobs=0 if reasoning else MAX_TOP_LOGPROBS,
-                                         batches=False, temperature=not reasoning)  # fmt: skip
+                                         batches=False, temperature=not reasoning, seed=True)  # fmt: skip
 
     @property
     def spec(self) -> str:
         return f"{self.vendor}:{self.model}"
+
+    def prompt_caching(self, system: str) -> str:
+        return "the endpoint's own (OpenAI caches long shared prefixes itself; local servers reuse their KV cache)"
 
     def params(self, request: ApiRequest) -> dict[str, Any]:
         messages = [{"role": "system", "content": request.system}] if request.system else []

@@ -35,12 +35,20 @@ def load_prices(path: Path | str | None = None) -> dict[str, tuple[float, float]
         return table
     try:
         extra = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(extra, dict) or not all(_is_price(v) for v in extra.values()):
+            raise ValueError("an entry is not [input, output]")
         table.update({str(k): (float(v[0]), float(v[1])) for k, v in extra.items()})
-    except (OSError, ValueError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise AffectlensError(
             f"{path}: not a price table {{model: [input, output]}} ({type(exc).__name__})"
         ) from None
     return table
+
+
+def _is_price(value: object) -> bool:
+    """Two non-negative numbers (a string, a mapping or a bool would index or convert without complaint)."""
+    return (isinstance(value, list) and len(value) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in value))  # fmt: skip
 
 
 def price_of(model: str, table: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:
