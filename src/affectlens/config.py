@@ -207,6 +207,9 @@ class ApiConfig(Config):
     max_retries: int = Field(2, ge=0, description="the SDK's retries of 408, 409, 429 and 5xx")
     timeout: float = Field(120.0, gt=0, description="seconds per request")
     parse_retries: int = Field(2, ge=0, description="new attempts after malformed structured output")
+    structured_output: Literal["json_schema", "json_object"] = Field(
+        "json_schema", description="OpenAI-compatible only: json_object for llama.cpp's server"
+    )
     cache: bool = Field(True, description="answer from the on-disk request cache first")
     batch: bool = Field(False, description="Anthropic Message Batches (50% cheaper, asynchronous)")
     batch_poll_seconds: float = Field(30.0, gt=0)

@@ -21,7 +21,13 @@ from affectlens.store.runs import emitted_faces
 
 
 def provider(spec: str, api: ApiConfig) -> Provider:
-    return open_provider(spec, base_url=api.base_url, max_retries=api.max_retries, timeout=api.timeout)
+    return open_provider(
+        spec,
+        base_url=api.base_url,
+        max_retries=api.max_retries,
+        timeout=api.timeout,
+        structured_output=api.structured_output,
+    )
 
 
 def _run(stage: ApiStage, dry_run: bool) -> dict[str, Any]:

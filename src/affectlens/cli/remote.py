@@ -24,13 +24,15 @@ Batch = Annotated[bool, typer.Option(help="Anthropic Message Batches: 50% cheape
 Cache = Annotated[bool, typer.Option(help="Answer from the on-disk request cache first.")]
 Prices = Annotated[Path | None, typer.Option(help="JSON {model prefix: [input, output] USD per MTok}.")]
 DryRun = Annotated[bool, typer.Option(help="Count requests and estimate cost; send nothing.")]
+StructuredOutput = Annotated[
+    str, typer.Option(help="OpenAI-compatible endpoints: json_schema, or json_object for llama.cpp's server.")
+]
 Judge = Annotated[str, typer.Option("--judge", "-j", help="anthropic:MODEL or openai:MODEL.")]
 
 
-def api_config(base_url: str | None, concurrency: int, max_retries: int, timeout: float, batch: bool,
-               cache: bool, prices: Path | None) -> ApiConfig:  # fmt: skip
-    return ApiConfig(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-                     batch=batch, cache=cache, prices=str(prices) if prices else None)  # fmt: skip
+def api_config(prices: Path | None, **options: Any) -> ApiConfig:
+    """The ApiConfig from a command's API options (named as ApiConfig's fields)."""
+    return ApiConfig(prices=str(prices) if prices else None, **options)
 
 
 def print_plan(plan: dict[str, Any]) -> None:
@@ -87,12 +89,22 @@ def introspect(
     batch: Batch = False,
     cache: Cache = True,
     prices: Prices = None,
+    structured_output: StructuredOutput = "json_schema",
     dry_run: DryRun = False,
     quiet: Quiet = False,
 ) -> None:
     """Show an API judge each bare face; read its distribution over the cells (an encoder run)."""
     config = IntrospectConfig(method=method, samples=samples, temperature=temperature, max_tokens=max_tokens)
-    settings = api_config(base_url, concurrency, max_retries, timeout, batch, cache, prices)
+    settings = api_config(
+        prices,
+        base_url=base_url,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        batch=batch,
+        cache=cache,
+        structured_output=structured_output,
+    )
     summary = api.introspect(
         judge, out, faces=faces, config=config, api=settings, dry_run=dry_run, quiet=quiet
     )
@@ -117,13 +129,23 @@ def synthesize(
     batch: Batch = False,
     cache: Cache = True,
     prices: Prices = None,
+    structured_output: StructuredOutput = "json_schema",
     dry_run: DryRun = False,
     quiet: Quiet = False,
 ) -> None:
     """Bag-of-lexicon encoder: an API judge picks 1-3 lexicon words for each face in its contexts."""
     config = SynthesizeConfig(contexts_per_face=contexts_per_face, samples=samples, max_words=max_words,
                               temperature=temperature, seed=seed)  # fmt: skip
-    settings = api_config(base_url, concurrency, max_retries, timeout, batch, cache, prices)
+    settings = api_config(
+        prices,
+        base_url=base_url,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        batch=batch,
+        cache=cache,
+        structured_output=structured_output,
+    )
     summary = api.synthesize(judge, out, contexts=contexts, config=config, api=settings, dry_run=dry_run,
                              quiet=quiet)  # fmt: skip
     if dry_run:

@@ -79,6 +79,7 @@ def elicit(
     model: ModelSpec,
     out: Out,
     prompts: Prompts = None,
+    per_cell: Annotated[int | None, typer.Option(help="Use the first N prompts of each cell.")] = None,
     samples: Annotated[int, typer.Option(help="Samples per prompt.")] = E("samples"),
     temperature: float = E("temperature"),
     top_k: Annotated[int, TOP_K] = E("top_k"),
@@ -118,9 +119,17 @@ def elicit(
     )  # fmt: skip
     from affectlens.stimuli import load_prompts
 
-    prompt_set = load_prompts(prompts)  # a bad file fails before the model loads
+    prompt_set = load_prompts(prompts).balanced(per_cell)  # a bad file fails before the model loads
     if is_api_spec(model):
-        settings = api_config(base_url, concurrency, max_retries, timeout, batch, cache, prices)
+        settings = api_config(
+            prices,
+            base_url=base_url,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+            batch=batch,
+            cache=cache,
+        )
         summary = api.elicit(model, out, prompts=prompt_set, config=config, api=settings, dry_run=dry_run,
                              quiet=quiet)  # fmt: skip
         if dry_run:

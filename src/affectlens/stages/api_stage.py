@@ -81,7 +81,9 @@ class ApiStage(Stage):
     def compute(self, group: list[str]) -> Part:
         per_key = [self.jobs(key) for key in group]
         outcomes = self.runner.run([job for jobs in per_key for job in jobs])
+        accounts = pd.DataFrame([row for o in outcomes for row in o.accounts], columns=ACCOUNT_COLUMNS)
         if failed := [o for o in outcomes if o.transport_failed]:
+            self.store.write_unfinished(self.name, "requests", accounts)  # what was sent is still accounted
             raise AffectlensError(
                 f"{len(failed)} of {len(outcomes)} requests to {self.provider.spec} failed after "
                 f"{self.api.max_retries} retries (first: {failed[0].reason}); rerun the same command to resume "
@@ -93,13 +95,16 @@ class ApiStage(Stage):
             for name, frame in self.tables(key, outcomes[start : start + len(jobs)]).items():
                 tables.setdefault(name, []).append(frame)
             start += len(jobs)
-        accounts = pd.DataFrame([row for o in outcomes for row in o.accounts], columns=ACCOUNT_COLUMNS)
         merged = {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
         return Part(tables=merged | {"requests": accounts})
 
     def write_accounting(self) -> dict[str, Any]:
         """Write the run's requests table; return the accounting for the summary."""
-        accounts = self.store.merged_table(self.name, "requests")
+        parts = [
+            self.store.merged_table(self.name, "requests"),
+            *self.store.unfinished_tables(self.name, "requests"),
+        ]
+        accounts = pd.concat(parts, ignore_index=True)
         write_requests(self.store.root, accounts)
         return accounting(accounts, self.provider.model, self.api)
 
@@ -131,8 +136,13 @@ def accounting(accounts: pd.DataFrame, model: str, api: ApiConfig) -> dict[str, 
     sent = accounts[~accounts["from_cache"].astype(bool)]
     table = load_prices(api.prices)
     tokens = {k: int(sent[k].sum()) for k in ("input_tokens", "output_tokens", "cached_tokens")}
-    cost = estimate_cost(model, tokens["input_tokens"], tokens["output_tokens"], tokens["cached_tokens"],
-                         batch=api.batch, table=table)  # fmt: skip
+    by_batch = sent["batch"].astype(bool) if "batch" in sent else pd.Series(False, index=sent.index)
+    costs = [
+        estimate_cost(model, int(part["input_tokens"].sum()), int(part["output_tokens"].sum()),
+                      int(part["cached_tokens"].sum()), batch=batch, table=table)
+        for batch, part in ((False, sent[~by_batch]), (True, sent[by_batch]))
+    ]  # fmt: skip
+    cost = None if None in costs else sum(costs)  # type: ignore[arg-type]
     price = price_of(model, table)
     return {
         "attempts": len(accounts),
@@ -143,5 +153,5 @@ def accounting(accounts: pd.DataFrame, model: str, api: ApiConfig) -> dict[str, 
         "sdk_retries": int(sent["retries"].sum()),
         "cost_usd_estimate": None if cost is None else round(cost, 6),
         "price_usd_per_mtok": None if price is None else list(price),
-        "batch": api.batch,
+        "sent_in_batch": int(by_batch.sum()),
     }

@@ -108,7 +108,7 @@ def face_cell_table(rows: dict[str, np.ndarray], cells: CellSet) -> pd.DataFrame
     faces = list(rows)
     probs = np.stack([rows[f] for f in faces]) if faces else np.zeros((0, len(cells)))
     out = pd.DataFrame(probs, index=pd.Index(faces, name="face"), columns=cells.codes)
-    out["entropy_bits"] = -(probs * np.log2(np.clip(probs, 1e-300, None))).sum(axis=1)
+    out["entropy_bits"] = np.maximum(-(probs * np.log2(np.clip(probs, 1e-300, None))).sum(axis=1), 0.0)
     out["top_cell"] = [cells.codes[i] for i in probs.argmax(axis=1)]
     return out
 

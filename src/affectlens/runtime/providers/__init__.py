@@ -14,8 +14,8 @@ from affectlens.runtime.providers.base import (
 )
 
 
-def open_provider(spec: str, *, base_url: str | None = None, max_retries: int = 2,
-                  timeout: float = 120.0) -> Provider:  # fmt: skip
+def open_provider(spec: str, *, base_url: str | None = None, max_retries: int = 2, timeout: float = 120.0,
+                  structured_output: str = "json_schema") -> Provider:  # fmt: skip
     """The provider an API spec names; one line for a spec that is not one."""
     parsed = parse_api_spec(spec)
     if parsed is None:
@@ -27,7 +27,13 @@ def open_provider(spec: str, *, base_url: str | None = None, max_retries: int = 
         return AnthropicProvider(model, base_url=base_url, max_retries=max_retries, timeout=timeout)
     from affectlens.runtime.providers.openai import OpenAIProvider
 
-    return OpenAIProvider(model, base_url=base_url, max_retries=max_retries, timeout=timeout)
+    return OpenAIProvider(
+        model,
+        base_url=base_url,
+        max_retries=max_retries,
+        timeout=timeout,
+        structured_output=structured_output,
+    )
 
 
 __all__ = [

@@ -16,13 +16,16 @@ from affectlens.runtime.providers.base import ApiFailure, ApiReply, ApiRequest, 
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 PLACEHOLDER_KEY = "unused-by-local-server"
 MAX_TOP_LOGPROBS = 20
+# OpenAI and vLLM take {"type": "json_schema", ...}; llama.cpp's Python server takes {"type": "json_object",
+# "schema": ...} and answers json_schema with a 500.
+STRUCTURED_OUTPUTS = ("json_schema", "json_object")
 
 
 class OpenAIProvider:
     vendor = "openai"
 
-    def __init__(self, model: str, *, base_url: str | None = None, max_retries: int = 2,
-                 timeout: float = 120.0) -> None:  # fmt: skip
+    def __init__(self, model: str, *, base_url: str | None = None, max_retries: int = 2, timeout: float = 120.0,
+                 structured_output: str = "json_schema") -> None:  # fmt: skip
         import openai
 
         self.model = model
@@ -31,6 +34,11 @@ class OpenAIProvider:
         if not key and not self.base_url:
             raise AffectlensError(f"openai:{model} needs OPENAI_API_KEY in the environment (or --base-url)")
         self.max_retries = max_retries
+        if structured_output not in STRUCTURED_OUTPUTS:
+            raise AffectlensError(
+                f"structured output {structured_output!r}: use one of {', '.join(STRUCTURED_OUTPUTS)}"
+            )
+        self.structured_output = structured_output
         self._sdk = openai
         self.client = openai.OpenAI(api_key=key or PLACEHOLDER_KEY, base_url=self.base_url,
                                     max_retries=max_retries, timeout=timeout)  # fmt: skip
@@ -57,7 +65,9 @@ class OpenAIProvider:
                            if v is not None})  # fmt: skip
         if request.seed is not None:
             params["seed"] = request.seed
-        if request.schema is not None:
+        if request.schema is not None and self.structured_output == "json_object":
+            params["response_format"] = {"type": "json_object", "schema": request.schema}
+        elif request.schema is not None:
             params["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": request.schema, "strict": True},
@@ -98,4 +108,5 @@ class OpenAIProvider:
 
     def describe(self) -> dict[str, object]:
         return {"spec": self.spec, "vendor": self.vendor, "model": self.model, "base_url": self.base_url,
-                "hidden_states": False, "capabilities": asdict(self.capabilities)}  # fmt: skip
+                "hidden_states": False, "capabilities": asdict(self.capabilities),
+                "structured_output": self.structured_output}  # fmt: skip

@@ -24,7 +24,7 @@ from affectlens.store.atomic import write_json
 # Parses a reply into the value a stage keeps; raises ValueError (with a reason) on malformed output.
 Parser = Callable[[ApiReply], Any]
 ACCOUNT_COLUMNS = [
-    "item", "sample", "attempt", "key", "from_cache", "request_id", "input_tokens", "output_tokens",
+    "item", "sample", "attempt", "key", "from_cache", "batch", "request_id", "input_tokens", "output_tokens",
     "cached_tokens", "retries", "ok", "reason",
 ]  # fmt: skip
 
@@ -55,6 +55,7 @@ class Runner:
             raise AffectlensError(f"concurrency must be at least 1 (got {concurrency})")
         self.provider, self.cache = provider, cache
         self.concurrency, self.parse_retries = concurrency, parse_retries
+        self.batch_filled: set[str] = set()  # keys whose answers this run's batch put in the cache
 
     def key(self, job: Job, attempt: int) -> str:
         return request_key(self.provider.spec, self.provider.base_url, job.request, job.sample, attempt)
@@ -80,12 +81,13 @@ class Runner:
         for attempt in range(self.parse_retries + 1):
             key = self.key(job, attempt)
             reply = self.cache.get(key) if self.cache is not None else None
-            from_cache = reply is not None
+            # An answer the batch fetched in this run was paid for now, at the batch price: not a cache hit.
+            from_cache = reply is not None and key not in self.batch_filled
             if reply is None:
                 try:
                     reply = self.provider.send(job.request)
                 except ApiFailure as failure:
-                    outcome.accounts.append(_account(job, attempt, key, None, failure.reason))
+                    outcome.accounts.append(self._account(job, attempt, key, None, failure.reason))
                     if not failure.retryable:
                         raise AffectlensError(
                             f"{self.provider.spec}: {failure.reason} (not retried)"
@@ -99,10 +101,10 @@ class Runner:
                 outcome.value = job.parse(reply) if job.parse else reply.text
             except ValueError as exc:
                 outcome.reason = f"malformed output: {exc}"
-                outcome.accounts.append(_account(job, attempt, key, reply, outcome.reason, from_cache))
+                outcome.accounts.append(self._account(job, attempt, key, reply, outcome.reason, from_cache))
                 continue
             outcome.ok, outcome.reason = True, None
-            outcome.accounts.append(_account(job, attempt, key, reply, None, from_cache))
+            outcome.accounts.append(self._account(job, attempt, key, reply, None, from_cache))
             return outcome
         return outcome  # malformed on every attempt: recorded with its reason, never dropped
 
@@ -133,23 +135,24 @@ class Runner:
         for custom_id, result in self.provider.batch_results(batch_id):  # type: ignore[attr-defined]
             if isinstance(result, ApiReply):
                 self.cache.put(custom_id, result)
+                self.batch_filled.add(custom_id)
         state.unlink()
         return n
 
-
-def _account(job: Job, attempt: int, key: str, reply: ApiReply | None, reason: str | None,
-             from_cache: bool = False) -> dict[str, Any]:  # fmt: skip
-    return {
-        "item": job.item,
-        "sample": job.sample,
-        "attempt": attempt,
-        "key": key,
-        "from_cache": from_cache,
-        "request_id": reply.request_id if reply else None,
-        "input_tokens": reply.input_tokens if reply else 0,
-        "output_tokens": reply.output_tokens if reply else 0,
-        "cached_tokens": reply.cached_tokens if reply else 0,
-        "retries": reply.retries if reply else 0,
-        "ok": reason is None,
-        "reason": reason,
-    }
+    def _account(self, job: Job, attempt: int, key: str, reply: ApiReply | None, reason: str | None,
+                 from_cache: bool = False) -> dict[str, Any]:  # fmt: skip
+        return {
+            "item": job.item,
+            "sample": job.sample,
+            "attempt": attempt,
+            "key": key,
+            "from_cache": from_cache,
+            "batch": key in self.batch_filled,
+            "request_id": reply.request_id if reply else None,
+            "input_tokens": reply.input_tokens if reply else 0,
+            "output_tokens": reply.output_tokens if reply else 0,
+            "cached_tokens": reply.cached_tokens if reply else 0,
+            "retries": reply.retries if reply else 0,
+            "ok": reason is None,
+            "reason": reason,
+        }
