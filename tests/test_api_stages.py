@@ -166,7 +166,7 @@ def test_introspection_renormalises_keeps_the_raw_sum_and_writes_the_encoder_sch
     assert cells["top_cell"].eq(CODES[0]).all() and math.isclose(cells["entropy_bits"].iloc[0], 1.5)
     answers = read_judged_table(tmp_path / "j", "answers")
     assert len(answers) == 6 and answers["raw_sum"].eq(4.0).all()
-    assert summary["raw_sum"]["mean"] == 4.0 and provider.sent[0].schema["required"] == CODES
+    assert summary["raw_sum"]["median"] == 4.0 and provider.sent[0].schema["required"] == CODES
     assert INTROSPECT in json.loads((tmp_path / "j" / "manifest.json").read_text())["stages"]
 
 
@@ -205,7 +205,7 @@ def test_introspection_from_label_logprobs(tmp_path, monkeypatch):
     row = read_face_cells(tmp_path / "j").loc[FACES[0], CODES].to_numpy(float)
     np.testing.assert_allclose(row[[0, 2]], [0.75, 0.25])
     assert math.isclose(row.sum(), 1)
-    assert math.isclose(summary["raw_sum"]["mean"], 0.8) and provider.sent[0].max_tokens == 1
+    assert math.isclose(summary["raw_sum"]["median"], 0.8) and provider.sent[0].max_tokens == 1
     no_logprobs = StubProvider(lambda request: ("1", []), logprobs=0)
     monkeypatch.setattr("affectlens.api.remote.provider", lambda spec, api: no_logprobs)
     with pytest.raises(AffectlensError, match="gives no log-probs"):

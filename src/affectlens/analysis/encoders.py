@@ -24,6 +24,7 @@ from affectlens.errors import AffectlensError
 from affectlens.store.runs import (
     ELICIT,
     ENCODER_KINDS,
+    INTROSPECT,
     emitted_faces,
     finished_stages,
     read_face_cells,
@@ -91,7 +92,8 @@ def load_encoder(run: Path | str, cells: CellSet | None = None, *, emitted: bool
     usable = np.isfinite(frame.to_numpy()).all(axis=1) & (total.to_numpy() > 0)
     frame = frame[usable].div(total[usable], axis=0)
     frame["n"] = 0
-    return f"{spec} ({kind})", frame
+    method = entry["identity"].get("config", {}).get("method")  # introspection: schema or logprobs
+    return f"{spec} ({kind}, {method})" if kind == INTROSPECT and method else f"{spec} ({kind})", frame
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -137,9 +137,11 @@ def analyze(runs: Sequence[str | Path], out: str | Path, *, config: AnalysisConf
     """Analyze run folders by what each one holds (read from its manifest); returns results by kind.
 
     - elicitation runs: the kaomoji analyses (hidden -> cell, face -> cell, hidden -> face, geometry, and
-      alignment between runs) into ``out/analysis.json``: result ``"kaomoji"``;
-    - likelihood runs: each against the faces the first elicitation run emitted, into ``out/comparison``:
-      result ``"comparison"`` (needs an elicitation run; beside a steer run they are only its encoders);
+      alignment between runs) into ``out/analysis.json``: result ``"kaomoji"`` (an API model's run, with no
+      hidden states, gets face -> cell only, and says what it skipped);
+    - encoder runs (likelihood, introspect, synthesize): each against the faces the first elicitation run
+      emitted, into ``out/comparison``, with the ensemble search over all of them: result ``"comparison"``
+      (needs an elicitation run; beside a steer run likelihood runs are only its encoders);
     - vectors runs: the emotion-vector analyses into ``out/emotions/<model>``, bridged to an elicitation run
       of the same model when one is given: result ``"emotions"``, by model spec;
     - steer runs: dose-response against the random controls, with the first likelihood run of the same model

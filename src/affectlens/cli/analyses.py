@@ -109,7 +109,8 @@ def analyze(
 def print_headlines(result: dict[str, Any]) -> None:
     table = Table("model", "hidden -> cell", "face -> cell", "coverage")
     for label, run in result.get("runs", {}).items():
-        hidden = run.get("hidden_to_cell", {}).get("headline", {})
+        block = run.get("hidden_to_cell", {})
+        hidden = block.get("headline") or block  # an API run's block is a skip, with its reason
         face = run.get("face_to_cell", {})
         table.add_row(label, headline(hidden), headline(face), number(face.get("coverage")))
     console.print(table)

@@ -206,7 +206,7 @@ class Introspection(ApiStage):
 
 
 def _spread(values: pd.Series) -> dict[str, float | None]:
+    """Median and range: one judge answer can sum to 1e200, which a mean would report instead of the rest."""
     if values.empty:
-        return {"mean": None, "min": None, "max": None}
-    return {"mean": round(float(values.mean()), 4), "min": round(float(values.min()), 4),
-            "max": round(float(values.max()), 4)}  # fmt: skip
+        return {"median": None, "min": None, "max": None}
+    return {name: float(f"{getattr(values, name)():.6g}") for name in ("median", "min", "max")}
