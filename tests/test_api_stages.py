@@ -235,3 +235,14 @@ def test_synthesis_averages_the_chosen_words_cell_weights(tmp_path, monkeypatch)
     assert summary["lexicon"]["n_words"] == len(lexicon.words)
     assert provider.sent[0].schema["properties"]["words"]["maxItems"] == 3
     assert "Message: " in provider.sent[0].turns[0][1] and "Reply: " in provider.sent[0].turns[0][1]
+
+
+def test_an_introspection_encoder_is_named_by_its_method_in_a_name_ensembles_accept(tmp_path, monkeypatch):
+    from affectlens.analysis.encoders import load_encoder
+
+    provider = StubProvider(distribution_answer([1.0] * 9))
+    monkeypatch.setattr("affectlens.api.remote.provider", lambda spec, api: provider)
+    introspect("openai:stub", tmp_path / "j", faces=FACES, config=IntrospectConfig(samples=1))
+    name, frame = load_encoder(tmp_path / "j")
+    assert name == "openai:stub (introspect schema)" and "," not in name  # ensemble members join on commas
+    assert list(frame.index) == FACES

@@ -93,7 +93,7 @@ def load_encoder(run: Path | str, cells: CellSet | None = None, *, emitted: bool
     frame = frame[usable].div(total[usable], axis=0)
     frame["n"] = 0
     method = entry["identity"].get("config", {}).get("method")  # introspection: schema or logprobs
-    return f"{spec} ({kind}, {method})" if kind == INTROSPECT and method else f"{spec} ({kind})", frame
+    return f"{spec} ({kind} {method})" if kind == INTROSPECT and method else f"{spec} ({kind})", frame
 
 
 def _unique(names: list[str]) -> list[str]:
