@@ -130,5 +130,6 @@ class ApiElicitation(ApiStage):
         write_elicit(self.store.root, generations, self.prompts.to_frame(), None, [])
         summary = summarize(generations)
         summary["seconds"] = round(seconds, 1)
+        summary["samples_per_second"] = round(n_computed * self.config.samples / max(seconds, 1e-9), 2)
         summary["requests"] = self.write_accounting()
         return summary
