@@ -78,9 +78,9 @@ def face_reply(request: ApiRequest):
     return f"{FACES[len(message) % 3]} sure, here goes", []
 
 
-def elicitation(out, provider, samples=2, **api):
+def elicitation(out, provider, samples=2, concurrency=3, **api):
     config = ElicitConfig(samples=samples, max_new_tokens=12, primed=True)
-    stage_api = ApiConfig(concurrency=3, **api)
+    stage_api = ApiConfig(concurrency=concurrency, **api)
     return ApiElicitation(provider, str(out), load_prompts().balanced(1), config, stage_api, quiet=True)
 
 
@@ -246,3 +246,17 @@ def test_an_introspection_encoder_is_named_by_its_method_in_a_name_ensembles_acc
     name, frame = load_encoder(tmp_path / "j")
     assert name == "openai:stub (introspect schema)" and "," not in name  # ensemble members join on commas
     assert list(frame.index) == FACES
+
+
+def test_a_killed_run_loses_only_the_request_in_flight(tmp_path):
+    class Killed(StubProvider):
+        def send(self, request: ApiRequest) -> ApiReply:
+            if len(self.sent) == 5:
+                raise KeyboardInterrupt  # the process is stopped while the sixth request is in flight
+            return super().send(request)
+
+    with pytest.raises(KeyboardInterrupt):
+        elicitation(tmp_path / "run", Killed(face_reply), concurrency=1).run()
+    resumed = StubProvider(face_reply)
+    elicitation(tmp_path / "run", resumed).run()
+    assert len(resumed.sent) == 18 - 5  # the five answered before the kill came from the cache

@@ -20,7 +20,9 @@ import pytest
 import torch
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is installed by make test-server")
+llama_cpp = pytest.importorskip(
+    "llama_cpp", reason="llama-cpp-python[server] is installed by make test-server"
+)
 
 FACES = ["(^_^)", "(T_T)", "(¬_¬)"]
 
@@ -123,9 +125,13 @@ def test_greedy_openings_agree_with_the_local_model_on_the_same_gguf(server, smo
     same_text = same_first_char = 0
     for prompt in prompts:
         local = greedy_local(smollm2, renderer, prompt.text, 3)
-        served = provider.send(ApiRequest(DEFAULT_INSTRUCTION, (("user", prompt.text),), 3, temperature=0.0)).text
+        served = provider.send(
+            ApiRequest(DEFAULT_INSTRUCTION, (("user", prompt.text),), 3, temperature=0.0)
+        ).text
         same_text += local == served
         same_first_char += local[:1] == served[:1]
     n = len(prompts)
-    print(f"greedy parity over {n} prompts: first character {same_first_char}/{n}, 3-token text {same_text}/{n}")
+    print(
+        f"greedy parity over {n} prompts: first character {same_first_char}/{n}, 3-token text {same_text}/{n}"
+    )
     assert same_first_char >= math.ceil(0.7 * n), (same_first_char, n)
