@@ -17,6 +17,7 @@ from affectlens.reporting.render import render
 from affectlens.reporting.sections.comparison import similarity_section
 from affectlens.reporting.sections.numbers import numbers_section
 from affectlens.reporting.sections.setup import face_usage_section, setup_section
+from affectlens.store.corpus import CORPUS, read_corpus
 from affectlens.store.read import read_json
 from affectlens.store.runs import (
     COMPARISON,
@@ -92,5 +93,10 @@ def build_report(
 
         for path in steering:
             sections += steering_sections.sections(read(path), path.parent)
+    corpora = [folder for folder, manifest in manifests.items() if manifest.get("kind") == CORPUS]
+    if corpora:
+        from affectlens.reporting.sections.corpus import corpus_section
+
+        sections += [corpus_section(read_corpus(folder)) for folder in corpora]
     html, _ = render(sections + appendices, out_dir, title=title, subtitle=SUBTITLE)
     return html

@@ -25,6 +25,7 @@ from affectlens.stages.api_stage import ApiStage
 from affectlens.stages.introspect import face_cell_table
 from affectlens.stimuli import content_hash
 from affectlens.stimuli.lexicon import Lexicon, load_lexicon
+from affectlens.store.corpus import corpus_contexts, is_corpus, read_corpus
 from affectlens.store.runs import (
     SYNTHESIZE,
     read_elicit_prompts,
@@ -36,19 +37,29 @@ from affectlens.store.runs import (
 WORD_COLUMNS = ["face", "context", "sample", "prompt_id", "ok", "reason", "words"]
 
 
-def contexts_of(run: str, per_face: int, seed: int) -> dict[str, list[dict[str, str]]]:
-    """Up to ``per_face`` (prompt id, message, reply) contexts for every well-formed face of an elicitation run."""
+def context_table(run: str) -> pd.DataFrame:
+    """(face, prompt_id, message, reply) for every well-formed face of an elicitation run or a transcript corpus."""
+    if is_corpus(run):
+        return corpus_contexts(read_corpus(run))
     generations = read_generations(run)
     texts = read_elicit_prompts(run).set_index("id")["text"]
     kept = generations[well_formed_mask(generations)]
-    if kept.empty:
-        raise AffectlensError(f"{run} emitted no well-formed faces: no contexts to synthesize from")
+    return pd.DataFrame({"face": kept["face"], "prompt_id": kept["prompt_id"],
+                         "message": kept["prompt_id"].map(texts), "reply": kept["reply"]})  # fmt: skip
+
+
+def contexts_of(run: str, per_face: int, seed: int) -> dict[str, list[dict[str, str]]]:
+    """Up to ``per_face`` (prompt id, message, reply) contexts for every well-formed face of ``run``, drawn
+    with ``seed`` (per face, so adding a face does not change another's draw)."""
+    table = context_table(run)
+    if table.empty:
+        raise AffectlensError(f"{run} has no well-formed faces with a context: nothing to synthesize from")
     out: dict[str, list[dict[str, str]]] = {}
-    for face, rows in kept.groupby("face", sort=False):
+    for face, rows in table.groupby("face", sort=False):
         order = np.random.default_rng([seed, int(content_hash([str(face)])[:8], 16)]).permutation(len(rows))
         chosen = rows.iloc[order[:per_face]]
         out[str(face)] = [
-            {"prompt_id": str(r.prompt_id), "message": str(texts[r.prompt_id]), "reply": str(r.reply)}
+            {"prompt_id": str(r.prompt_id), "message": str(r.message), "reply": str(r.reply)}
             for r in chosen.itertuples()
         ]
     return out
