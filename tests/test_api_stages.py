@@ -215,22 +215,26 @@ def test_introspection_from_label_logprobs(tmp_path, monkeypatch):
 def test_synthesis_averages_the_chosen_words_cell_weights(tmp_path, monkeypatch):
     elicitation(tmp_path / "run", StubProvider(face_reply)).run()
     lexicon = load_lexicon()
-    picks = {FACES[0]: ["gleeful", "elated"], FACES[1]: ["sad"], FACES[2]: ["annoyed"]}
+    # Two answers per face that differ by context, so averaging within and then across answers is pinned.
+    picks = {FACES[0]: (["gleeful", "elated"], ["calm"]), FACES[1]: (["sad"], ["weary", "gloomy", "lonely"]),
+             FACES[2]: (["annoyed"], ["baffled", "annoyed"])}  # fmt: skip
 
     def answer(request: ApiRequest):
-        face = request.turns[-1][1].rsplit("Face: ", 1)[1]
-        return json.dumps({"words": picks[face]}), []
+        text = request.turns[-1][1]
+        face = text.rsplit("Face: ", 1)[1]
+        return json.dumps({"words": picks[face][len(text) % 2]}), []
 
     provider = StubProvider(answer)
     monkeypatch.setattr("affectlens.api.remote.provider", lambda spec, api: provider)
     summary = synthesize("openai:stub", tmp_path / "bol", contexts=tmp_path / "run",
                          config=SynthesizeConfig(contexts_per_face=2))  # fmt: skip
     cells = read_face_cells(tmp_path / "bol")
-    for face, words in picks.items():
-        if face in cells.index:
-            expected = np.mean([lexicon.weight_of(w) for w in words], axis=0)
-            np.testing.assert_allclose(cells.loc[face, CODES].to_numpy(float), expected)
     words = read_judged_table(tmp_path / "bol", "words")
+    emitted = set(read_elicit(tmp_path / "run").generations["face"])
+    assert set(cells.index) == emitted and len(emitted) >= 2
+    for face, group in words.groupby("face"):
+        answers = [np.mean([lexicon.weight_of(w) for w in ws.split(",")], axis=0) for ws in group["words"]]
+        np.testing.assert_allclose(cells.loc[face, CODES].to_numpy(float), np.mean(answers, axis=0))
     assert words.groupby("face").size().max() <= 2 and words["ok"].all()
     assert summary["lexicon"]["n_words"] == len(lexicon.words)
     assert provider.sent[0].schema["properties"]["words"]["maxItems"] == 3
@@ -260,3 +264,27 @@ def test_a_killed_run_loses_only_the_request_in_flight(tmp_path):
     resumed = StubProvider(face_reply)
     elicitation(tmp_path / "run", resumed).run()
     assert len(resumed.sent) == 18 - 5  # the five answered before the kill came from the cache
+
+
+def test_sampling_filters_no_api_takes_are_refused(tmp_path):
+    stage = ApiElicitation(StubProvider(face_reply), str(tmp_path / "r"), load_prompts(),
+                           ElicitConfig(top_k=40), ApiConfig(), quiet=True)  # fmt: skip
+    with pytest.raises(AffectlensError, match="--top-k and --min-p"):
+        stage.run()
+
+
+@pytest.mark.parametrize("value", ["10" * 200, "1e400"])
+def test_numbers_beyond_float_range_are_malformed_not_a_crash(value):
+    from affectlens.stages.introspect import parse_distribution
+
+    text = "{" + ", ".join(f'"{c}": {value if i == 0 else 0.1}' for i, c in enumerate(CODES)) + "}"
+    with pytest.raises(ValueError, match="not a probability|beyond float range"):
+        parse_distribution(ApiReply(text=text), default_cells())
+
+
+def test_label_logprobs_read_ascii_digits_only():
+    from affectlens.stages.introspect import parse_label_logprobs
+
+    top = {"²": 0.0, "١": 0.0, " 2": math.log(0.5), "2": math.log(0.25)}
+    dist, mass = parse_label_logprobs(ApiReply(text="2", top_logprobs=[top]), default_cells())
+    assert dist[1] == 1.0 and math.isclose(mass, 0.75)

@@ -134,9 +134,14 @@ def test_bad_request_stops_run_with_one_line(fake_api, cache, vendor):
 def test_bad_request_under_concurrency(fake_api, cache):
     fake_api.answer = score_answer
     fake_api.script(bad_request())
+    fake_api.delay = 0.05  # the others are still in flight when the refusal arrives
+    runner = Runner(fake_api.anthropic(max_retries=3), cache, concurrency=3)
     with pytest.raises(AffectlensError, match="anthropic:claude-sonnet-4-5: HTTP 400"):
-        Runner(fake_api.anthropic(max_retries=3), cache, concurrency=3).run(jobs(6))
-    assert len(fake_api.bodies("messages")) <= 6
+        runner.run(jobs(12))
+    sent = len(fake_api.bodies("messages"))
+    assert sent < 12  # the queued requests were cancelled, not sent
+    answered = sum(runner.cached(job) for job in jobs(12))
+    assert answered == sent - 1  # every answer that came back is cached; the refused one is not
 
 
 def test_server_error_is_failed_outcome_and_rerun_resumes(fake_api, cache):

@@ -96,9 +96,9 @@ def export(
 
 
 def _hook_command(journal: Path | None) -> str:
-    from affectlens.transcripts.hook import default_journal
+    from affectlens.transcripts.hook import default_journal, hook_command
 
-    return f"affectlens corpus hook run --journal {journal or default_journal()}"
+    return hook_command(journal or default_journal())
 
 
 @hook_app.command("install")
@@ -109,11 +109,11 @@ def hook_install(
     journal: Journal = None,
 ) -> None:
     """Add the Stop hook to Claude Code's settings (idempotent)."""
-    from affectlens.transcripts.hook import default_settings, install
+    from affectlens.transcripts.hook import default_settings_path, install
 
     if agent != "claude-code":
         raise AffectlensError(f"--agent {agent!r}: only claude-code has a hook")
-    path = settings or default_settings()
+    path = settings or default_settings_path()
     changed = install(path, _hook_command(journal))
     console.print(f"{'installed in' if changed else 'already in'} {path}", highlight=False)
 
@@ -122,9 +122,9 @@ def hook_install(
 @user_errors
 def hook_uninstall(settings: Settings = None, journal: Journal = None) -> None:
     """Remove the Stop hook, restoring the settings file as it was."""
-    from affectlens.transcripts.hook import default_settings, uninstall
+    from affectlens.transcripts.hook import default_settings_path, uninstall
 
-    path = settings or default_settings()
+    path = settings or default_settings_path()
     changed = uninstall(path, _hook_command(journal))
     console.print(f"{'removed from' if changed else 'not in'} {path}", highlight=False)
 
@@ -132,7 +132,10 @@ def hook_uninstall(settings: Settings = None, journal: Journal = None) -> None:
 @hook_app.command("run")
 def hook_run(journal: Journal = None) -> None:
     """What the hook runs: the Stop payload on stdin; appends new face turns to the journal; always exits 0."""
-    from affectlens.transcripts.hook import default_journal, run_hook
+    from affectlens.transcripts.hook import run_hook
 
-    path = journal or default_journal()
-    raise typer.Exit(run_hook(sys.stdin.read(), path, path.with_suffix(".log")))
+    try:
+        payload = sys.stdin.read()
+    except (OSError, UnicodeDecodeError):
+        payload = ""  # run_hook logs the empty payload; the agent is never failed
+    raise typer.Exit(run_hook(payload, journal))

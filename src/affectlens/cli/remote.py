@@ -36,11 +36,11 @@ def api_config(prices: Path | None, **options: Any) -> ApiConfig:
 
 
 def print_plan(plan: dict[str, Any]) -> None:
-    cost = plan["cost_usd_at_most"]
+    cost = plan["cost_usd_estimate"]
     console.print(
         f"dry run, nothing sent: {plan['requests']} requests to {plan['spec']}, {plan['cached']} already cached, "
         f"{plan['to_send']} to send; ~{plan['input_tokens_estimate']} input tokens, at most "
-        f"{plan['output_tokens_at_most']} output tokens; cost at most "
+        f"{plan['output_tokens_at_most']} output tokens; estimated cost "
         + (f"${cost:.4f}" if cost is not None else "unknown (no price for this model; give --prices)"),
         highlight=False,
     )

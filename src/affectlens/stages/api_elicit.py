@@ -52,6 +52,10 @@ class ApiElicitation(ApiStage):
             raise AffectlensError(f"--suppress needs a local model's logits; {self.provider.spec} has none")
         if self.config.layers:
             raise AffectlensError(f"--layers: {self.provider.spec} has no hidden states")
+        if self.config.top_k or self.config.min_p:
+            raise AffectlensError(
+                f"--top-k and --min-p: {self.provider.spec} takes no such sampling parameter"
+            )
 
     def identity(self) -> dict[str, Any]:
         config = {k: v for k, v in self.config.identity().items() if k not in ("layers", "suppress")}
@@ -75,7 +79,7 @@ class ApiElicitation(ApiStage):
         }
 
     def sampling(self) -> dict[str, Any]:
-        """What the endpoint was asked for; filters it has no parameter for are refused in the CLI, not here."""
+        """What the endpoint was asked for (top-k and min-p, which no API takes, are refused in ``validate``)."""
         accepted = self.provider.capabilities.temperature
         return {
             "temperature": self.config.temperature if accepted else "the endpoint's default (not accepted)",

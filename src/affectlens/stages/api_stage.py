@@ -20,6 +20,7 @@ from affectlens.errors import AffectlensError
 from affectlens.progress import status
 from affectlens.runtime.loading import cache_dir
 from affectlens.runtime.providers import Provider
+from affectlens.runtime.providers.base import CHARS_PER_TOKEN, public_url
 from affectlens.runtime.providers.cache import RequestCache
 from affectlens.runtime.providers.pricing import estimate_cost, load_prices, price_of
 from affectlens.runtime.providers.runner import ACCOUNT_COLUMNS, Job, Outcome, Runner
@@ -27,7 +28,6 @@ from affectlens.stages.base import Part, Stage
 from affectlens.store.runs import batch_state, write_requests
 
 GROUP = 16  # keys per part: small enough that a kill loses little, large enough to keep requests in flight
-CHARS_PER_TOKEN = 4
 
 
 def request_cache() -> RequestCache:
@@ -57,7 +57,7 @@ class ApiStage(Stage):
         """The system text every request shares (for prompt caching and the manifest)."""
 
     def model_identity(self) -> dict[str, Any]:
-        return {"spec": self.provider.spec, "base_url": self.provider.base_url}
+        return {"spec": self.provider.spec, "base_url": public_url(self.provider.base_url)}
 
     def manifest_extra(self) -> dict[str, Any]:
         return super().manifest_extra() | {
@@ -72,18 +72,29 @@ class ApiStage(Stage):
     def prepare(self, pending: Sequence[str]) -> None:
         if self.api.batch and pending:
             jobs = [job for key in pending for job in self.jobs(key)]
-            n = self.runner.prefetch_batch(
-                jobs, batch_state(self.store.root), poll_seconds=self.api.batch_poll_seconds,
-                progress=None if self.quiet else status,
-            )  # fmt: skip
-            self.store.update(self.name, batch_requests=n)
+            try:
+                n = self.runner.prefetch_batch(
+                    jobs, batch_state(self.store.root), poll_seconds=self.api.batch_poll_seconds,
+                    progress=None if self.quiet else status,
+                )  # fmt: skip
+            finally:
+                self._keep_log()  # the batch's answers are paid for now, whatever happens next
+            if n:
+                self.store.update(self.name, batch_requests=n)
+
+    def _keep_log(self) -> None:
+        if rows := self.runner.drain():
+            self.store.write_extra(self.name, "requests", pd.DataFrame(rows, columns=ACCOUNT_COLUMNS))
 
     def compute(self, group: list[str]) -> Part:
         per_key = [self.jobs(key) for key in group]
-        outcomes = self.runner.run([job for jobs in per_key for job in jobs])
-        accounts = pd.DataFrame([row for o in outcomes for row in o.accounts], columns=ACCOUNT_COLUMNS)
+        try:
+            outcomes = self.runner.run([job for jobs in per_key for job in jobs])
+        except BaseException:  # a refusal or an interrupt: what was sent is still accounted
+            self._keep_log()
+            raise
         if failed := [o for o in outcomes if o.transport_failed]:
-            self.store.write_unfinished(self.name, "requests", accounts)  # what was sent is still accounted
+            self._keep_log()
             raise AffectlensError(
                 f"{len(failed)} of {len(outcomes)} requests to {self.provider.spec} failed after "
                 f"{self.api.max_retries} retries (first: {failed[0].reason}); rerun the same command to resume "
@@ -95,6 +106,7 @@ class ApiStage(Stage):
             for name, frame in self.tables(key, outcomes[start : start + len(jobs)]).items():
                 tables.setdefault(name, []).append(frame)
             start += len(jobs)
+        accounts = pd.DataFrame(self.runner.drain(), columns=ACCOUNT_COLUMNS)
         merged = {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
         return Part(tables=merged | {"requests": accounts})
 
@@ -102,7 +114,7 @@ class ApiStage(Stage):
         """Write the run's requests table; return the accounting for the summary."""
         parts = [
             self.store.merged_table(self.name, "requests"),
-            *self.store.unfinished_tables(self.name, "requests"),
+            *self.store.extra_tables(self.name, "requests"),
         ]
         accounts = pd.concat(parts, ignore_index=True)
         write_requests(self.store.root, accounts)
@@ -125,9 +137,10 @@ class ApiStage(Stage):
             "to_send": len(fresh),
             "input_tokens_estimate": input_tokens,
             "output_tokens_at_most": output_tokens,
-            "cost_usd_at_most": None if cost is None else round(cost, 4),
+            "cost_usd_estimate": None if cost is None else round(cost, 4),
             "prompt_caching": self.provider.prompt_caching(self.system),
-            "note": "input tokens estimated at 4 characters a token; parse retries not counted",
+            "note": "an estimate, not a bound: input at 4 characters a token (kaomoji and other non-ASCII text "
+            "take more), output at its maximum, parse retries and cache writes not counted",
         }
 
 

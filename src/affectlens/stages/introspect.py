@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 from affectlens.cells import CellSet, default_cells
 from affectlens.config import ApiConfig, IntrospectConfig
 from affectlens.errors import AffectlensError
+from affectlens.runtime.generate import row_seed
 from affectlens.runtime.providers import ApiReply, ApiRequest, Provider
 from affectlens.runtime.providers.runner import Job, Outcome
 from affectlens.stages.api_stage import ApiStage
@@ -74,15 +76,18 @@ def parse_distribution(reply: ApiReply, cells: CellSet) -> tuple[np.ndarray, flo
     values = []
     for code in cells.codes:
         value = data[code]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise ValueError(f"{code} is {value!r}, not a probability")
-        values.append(float(value))
-    raw = float(sum(values))
+        try:
+            number = (
+                float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+            )
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"{code} is {str(value)[:20]}, not a probability")
+        values.append(number)
+    raw = math.fsum(values)
+    if not math.isfinite(raw):
+        raise ValueError("the probabilities sum beyond float range")
     if raw <= 0:
         raise ValueError("all probabilities are zero")
     return np.asarray(values) / raw, raw
@@ -92,11 +97,11 @@ def parse_label_logprobs(reply: ApiReply, cells: CellSet) -> tuple[np.ndarray, f
     """(distribution over cells, total mass of the digit labels) from the first reply token's top log-probs."""
     if not reply.top_logprobs:
         raise ValueError("the endpoint returned no log-probs")
+    labels = {str(i + 1): i for i in range(len(cells))}  # ASCII digits only: "²" or "١" is no label
     mass = np.zeros(len(cells))
     for token, logprob in reply.top_logprobs[0].items():
-        label = token.strip()
-        if label.isdigit() and 1 <= int(label) <= len(cells):
-            mass[int(label) - 1] += math.exp(logprob)
+        if (index := labels.get(token.strip())) is not None:
+            mass[index] += math.exp(logprob)
     total = float(mass.sum())
     if total <= 0:
         raise ValueError("no cell digit among the first token's top log-probs")
@@ -130,6 +135,8 @@ class Introspection(ApiStage):
         if not self.faces:
             raise AffectlensError("no faces to introspect")
         caps = self.provider.capabilities
+        if self.config.method == "logprobs" and len(self.cells) > 9:
+            raise AffectlensError("--method logprobs reads one digit per cell, so at most 9 cells")
         if self.config.method == "logprobs" and not caps.logprobs:
             raise AffectlensError(f"{self.provider.spec} gives no log-probs; use --method schema")
         if self.config.method == "schema" and not caps.json_schema:
@@ -153,22 +160,26 @@ class Introspection(ApiStage):
         return self.config.samples
 
     def jobs(self, key: str) -> list[Job]:
-        config, cells = self.config, self.cells
-        temperature = config.temperature if self.provider.capabilities.temperature else None
+        config, cells, caps = self.config, self.cells, self.provider.capabilities
+        temperature = config.temperature if caps.temperature else None
+        turns = (("user", f"Face: {key}"),)
         if config.method == "schema":
-            request = ApiRequest(self.system, (("user", f"Face: {key}"),), config.max_tokens, temperature,
-                                 schema=cell_schema(cells))  # fmt: skip
+            request = ApiRequest(
+                self.system, turns, config.max_tokens, temperature, schema=cell_schema(cells)
+            )
 
             def parse(reply: ApiReply) -> Any:
                 return parse_distribution(reply, cells)
         else:
-            request = ApiRequest(self.system, (("user", f"Face: {key}"),), 1, temperature,
-                                 logprobs=self.provider.capabilities.logprobs)  # fmt: skip
+            request = ApiRequest(self.system, turns, 1, temperature, logprobs=caps.logprobs)
 
             def parse(reply: ApiReply) -> Any:
                 return parse_label_logprobs(reply, cells)
 
-        return [Job(key, request, sample, parse) for sample in range(config.samples)]
+        return [
+            Job(key, replace(request, seed=row_seed(config.seed, key, s)) if caps.seed else request, s, parse)
+            for s in range(config.samples)
+        ]
 
     def tables(self, key: str, outcomes: Sequence[Outcome]) -> dict[str, pd.DataFrame]:
         rows = []

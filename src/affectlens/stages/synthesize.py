@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pandas as pd
 from affectlens.cells import default_cells
 from affectlens.config import ApiConfig, SynthesizeConfig
 from affectlens.errors import AffectlensError
+from affectlens.runtime.generate import row_seed
 from affectlens.runtime.providers import ApiReply, ApiRequest, Provider
 from affectlens.runtime.providers.runner import Job, Outcome
 from affectlens.stages.api_stage import ApiStage
@@ -55,6 +57,8 @@ def contexts_of(run: str, per_face: int, seed: int) -> dict[str, list[dict[str, 
     if table.empty:
         raise AffectlensError(f"{run} has no well-formed faces with a context: nothing to synthesize from")
     out: dict[str, list[dict[str, str]]] = {}
+    # An exchange repeated word for word is one context: asked once, it would be counted twice.
+    table = table.drop_duplicates(["face", "message", "reply"])
     for face, rows in table.groupby("face", sort=False):
         order = np.random.default_rng([seed, int(content_hash([str(face)])[:8], 16)]).permutation(len(rows))
         chosen = rows.iloc[order[:per_face]]
@@ -127,6 +131,7 @@ class Synthesis(ApiStage):
     def jobs(self, key: str) -> list[Job]:
         config, lexicon = self.config, self.lexicon
         temperature = config.temperature if self.provider.capabilities.temperature else None
+        seeds = self.provider.capabilities.seed
         schema = lexicon.json_schema(config.max_words)
 
         def parse(reply: ApiReply) -> Any:
@@ -138,7 +143,11 @@ class Synthesis(ApiStage):
             request = ApiRequest(
                 self.system, (("user", text),), config.max_tokens, temperature, schema=schema
             )
-            jobs += [Job(f"{key}#{i}", request, sample, parse) for sample in range(config.samples)]
+            for sample in range(config.samples):
+                seeded = (
+                    replace(request, seed=row_seed(config.seed, f"{key}#{i}", sample)) if seeds else request
+                )
+                jobs.append(Job(f"{key}#{i}", seeded, sample, parse))
         return jobs
 
     def tables(self, key: str, outcomes: Sequence[Outcome]) -> dict[str, pd.DataFrame]:

@@ -139,12 +139,13 @@ class RunStore:
             write_tensors(base / f"{tag}.safetensors", tensors)
         write_json(base / f"{tag}.json", {"keys": keys})
 
-    def write_unfinished(self, name: str, suffix: str, frame: pd.DataFrame) -> None:
-        """A record of work that did not become a part (an API group that failed midway: what it sent)."""
-        write_parquet(self.parts(name) / f"unfinished-{time.time_ns()}.{suffix}.parquet", frame)
+    def write_extra(self, name: str, suffix: str, frame: pd.DataFrame) -> None:
+        """A record beside the parts of work that is no part: what an API group sent before it failed or was
+        interrupted, or what a batch answered. Merged with the parts' own ``suffix`` tables at the end."""
+        write_parquet(self.parts(name) / f"extra-{time.time_ns()}.{suffix}.parquet", frame)
 
-    def unfinished_tables(self, name: str, suffix: str) -> list[pd.DataFrame]:
-        return [read_parquet(p) for p in sorted(self.parts(name).glob(f"unfinished-*.{suffix}.parquet"))]
+    def extra_tables(self, name: str, suffix: str) -> list[pd.DataFrame]:
+        return [read_parquet(p) for p in sorted(self.parts(name).glob(f"extra-*.{suffix}.parquet"))]
 
     def done_parts(self, name: str) -> list[tuple[str, list[str]]]:
         """(tag, keys) of every finished part of stage ``name``, in tag order."""

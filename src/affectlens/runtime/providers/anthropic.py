@@ -14,11 +14,19 @@ from dataclasses import asdict
 from typing import Any
 
 from affectlens.errors import AffectlensError
-from affectlens.runtime.providers.base import ApiFailure, ApiReply, ApiRequest, Capabilities, status_reason
+from affectlens.runtime.providers.base import (
+    CHARS_PER_TOKEN,
+    ApiFailure,
+    ApiReply,
+    ApiRequest,
+    Capabilities,
+    public_url,
+    retryable,
+    status_reason,
+)
 
 # The smallest system text each family caches (tokens), from Anthropic's prompt-caching documentation.
-MIN_CACHEABLE = (("opus", 4096), ("haiku-4", 4096), ("haiku", 2048), ("sonnet", 1024))
-CHARS_PER_TOKEN = 4  # a deliberate underestimate of tokens, so a borderline text is not marked
+MIN_CACHEABLE = (("opus-4-5", 4096), ("haiku-4-5", 4096), ("haiku", 2048))  # others: 1024
 
 
 def min_cacheable_tokens(model: str) -> int:
@@ -82,7 +90,7 @@ class AnthropicProvider:
             message = raw.parse()
         except self._sdk.APIStatusError as exc:
             raise ApiFailure(
-                status_reason(exc.status_code, exc.message), retryable=_retryable(exc.status_code)
+                status_reason(exc.status_code, exc.message), retryable=retryable(exc.status_code)
             ) from None
         except self._sdk.APIConnectionError as exc:  # timeouts are connection errors in the SDK
             raise ApiFailure(f"connection failed: {type(exc).__name__}", retryable=True) from None
@@ -131,12 +139,8 @@ class AnthropicProvider:
             ) from None
 
     def describe(self) -> dict[str, object]:
-        return {"spec": self.spec, "vendor": self.vendor, "model": self.model, "base_url": self.base_url,
+        return {"spec": self.spec, "vendor": self.vendor, "model": self.model, "base_url": public_url(self.base_url),
                 "hidden_states": False, "capabilities": asdict(self.capabilities)}  # fmt: skip
-
-
-def _retryable(status: int) -> bool:
-    return status in (408, 409, 429) or status >= 500
 
 
 def _reply(message: Any) -> ApiReply:

@@ -8,8 +8,10 @@ is the request cache's key and the accounting's unit.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from affectlens.errors import AffectlensError
 
@@ -104,6 +106,27 @@ def is_api_spec(spec: str) -> bool:
     return parse_api_spec(spec) is not None
 
 
+CHARS_PER_TOKEN = 4  # for estimates only: an underestimate of tokens for non-ASCII text such as kaomoji
+# Error messages can quote a key ("Incorrect API key provided: sk-ab...wxyz"): never pass one on.
+_KEYLIKE = re.compile(r"\b(?:sk|rk|pk|hf|gh[pousr]|xox[a-z])[-_][^\s'\"]{3,}")
+
+
+def retryable(status: int) -> bool:
+    """What the SDKs retry themselves, so a rerun later may succeed: 408, 409, 429 and 5xx."""
+    return status in (408, 409, 429) or status >= 500
+
+
 def status_reason(status: int, message: str) -> str:
-    first = " ".join(str(message).split())[:200]
+    first = _KEYLIKE.sub("<key>", " ".join(str(message).split()))[:200]
     return f"HTTP {status}: {first}"
+
+
+def public_url(url: str | None) -> str | None:
+    """``url`` without user:password, for manifests and cache keys."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))

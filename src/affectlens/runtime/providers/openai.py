@@ -10,7 +10,15 @@ from dataclasses import asdict
 from typing import Any
 
 from affectlens.errors import AffectlensError
-from affectlens.runtime.providers.base import ApiFailure, ApiReply, ApiRequest, Capabilities, status_reason
+from affectlens.runtime.providers.base import (
+    ApiFailure,
+    ApiReply,
+    ApiRequest,
+    Capabilities,
+    public_url,
+    retryable,
+    status_reason,
+)
 
 # Reasoning models take neither temperature nor top_p, and count max_completion_tokens instead of max_tokens.
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -82,8 +90,7 @@ class OpenAIProvider:
             completion = raw.parse()
         except self._sdk.APIStatusError as exc:
             status = exc.status_code
-            retryable = status in (408, 409, 429) or status >= 500
-            raise ApiFailure(status_reason(status, exc.message), retryable=retryable) from None
+            raise ApiFailure(status_reason(status, exc.message), retryable=retryable(status)) from None
         except self._sdk.APIConnectionError as exc:
             raise ApiFailure(f"connection failed: {type(exc).__name__}", retryable=True) from None
         if not completion.choices:
@@ -107,6 +114,6 @@ class OpenAIProvider:
         )
 
     def describe(self) -> dict[str, object]:
-        return {"spec": self.spec, "vendor": self.vendor, "model": self.model, "base_url": self.base_url,
+        return {"spec": self.spec, "vendor": self.vendor, "model": self.model, "base_url": public_url(self.base_url),
                 "hidden_states": False, "capabilities": asdict(self.capabilities),
                 "structured_output": self.structured_output}  # fmt: skip

@@ -1,7 +1,8 @@
 """Estimated cost from token counts and a price table (USD per million tokens) that the user can override.
 
 Prices change; the table below is what the vendors listed when it was written, matched by model-name prefix
-(longest first). A JSON file ``{"MODEL_PREFIX": [input, output], ...}`` given with ``--prices`` replaces
+(longest first), each entry one model version, so that a newer version gets no estimate rather than an old
+price. A JSON file ``{"MODEL_PREFIX": [input, output], ...}`` given with ``--prices`` replaces
 entries. A model with no entry has no estimate, and says so, rather than a guessed one.
 """
 
@@ -15,8 +16,12 @@ from affectlens.errors import AffectlensError
 
 PRICES: dict[str, tuple[float, float]] = {
     "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4": (15.0, 75.0),
-    "claude-sonnet-4": (3.0, 15.0),
+    "claude-opus-4-1": (15.0, 75.0),
+    "claude-opus-4-0": (15.0, 75.0),
+    "claude-opus-4-2025": (15.0, 75.0),  # the dated id of Opus 4
+    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-sonnet-4-0": (3.0, 15.0),
+    "claude-sonnet-4-2025": (3.0, 15.0),
     "claude-3-7-sonnet": (3.0, 15.0),
     "claude-haiku-4-5": (1.0, 5.0),
     "claude-3-5-haiku": (0.8, 4.0),

@@ -55,7 +55,9 @@ class Runner:
             raise AffectlensError(f"concurrency must be at least 1 (got {concurrency})")
         self.provider, self.cache = provider, cache
         self.concurrency, self.parse_retries = concurrency, parse_retries
-        self.batch_filled: set[str] = set()  # keys whose answers this run's batch put in the cache
+        # Every attempt's accounting row, appended as it happens (from any thread), so that a stage can keep
+        # the rows of work that never became a part: a refusal mid-group, a kill, a batch.
+        self.log: list[dict[str, Any]] = []
 
     def key(self, job: Job, attempt: int) -> str:
         return request_key(self.provider.spec, self.provider.base_url, job.request, job.sample, attempt)
@@ -63,26 +65,32 @@ class Runner:
     def cached(self, job: Job) -> bool:
         return self.cache is not None and self.key(job, 0) in self.cache
 
+    def drain(self) -> list[dict[str, Any]]:
+        """The accounting rows logged since the last drain."""
+        rows, self.log = self.log, []
+        return rows
+
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Every job's outcome, in order. Raises AffectlensError at the first refusal that retrying cannot fix."""
+        """Every job's outcome, in order. Raises AffectlensError at the first refusal that retrying cannot fix;
+        that, or an interrupt, cancels the requests not yet started."""
         if self.concurrency == 1 or len(jobs) <= 1:
             return [self._one(job) for job in jobs]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
             futures = [pool.submit(self._one, job) for job in jobs]
-            try:
-                return [future.result() for future in futures]
-            except AffectlensError:
-                for future in futures:
-                    future.cancel()
-                raise
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the ones in flight finish and are cached
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def _one(self, job: Job) -> Outcome:
         outcome = Outcome(job)
         for attempt in range(self.parse_retries + 1):
             key = self.key(job, attempt)
             reply = self.cache.get(key) if self.cache is not None else None
-            # An answer the batch fetched in this run was paid for now, at the batch price: not a cache hit.
-            from_cache = reply is not None and key not in self.batch_filled
+            from_cache = reply is not None
             if reply is None:
                 try:
                     reply = self.provider.send(job.request)
@@ -132,22 +140,24 @@ class Runner:
             if progress:
                 progress(f"waiting for batch {batch_id}")
             time.sleep(poll_seconds)
+        by_key = {self.key(job, 0): job for job in jobs}
         for custom_id, result in self.provider.batch_results(batch_id):  # type: ignore[attr-defined]
             if isinstance(result, ApiReply):
                 self.cache.put(custom_id, result)
-                self.batch_filled.add(custom_id)
+                if custom_id in by_key:  # paid for now, at the batch price; run() then finds it cached
+                    self._account(by_key[custom_id], 0, custom_id, result, None, batch=True)
         state.unlink()
         return n
 
     def _account(self, job: Job, attempt: int, key: str, reply: ApiReply | None, reason: str | None,
-                 from_cache: bool = False) -> dict[str, Any]:  # fmt: skip
-        return {
+                 from_cache: bool = False, *, batch: bool = False) -> dict[str, Any]:  # fmt: skip
+        row = {
             "item": job.item,
             "sample": job.sample,
             "attempt": attempt,
             "key": key,
             "from_cache": from_cache,
-            "batch": key in self.batch_filled,
+            "batch": batch,
             "request_id": reply.request_id if reply else None,
             "input_tokens": reply.input_tokens if reply else 0,
             "output_tokens": reply.output_tokens if reply else 0,
@@ -156,3 +166,5 @@ class Runner:
             "ok": reason is None,
             "reason": reason,
         }
+        self.log.append(row)  # list.append is atomic: threads may log at once
+        return row
