@@ -35,6 +35,8 @@ def ingest(paths: Sequence[str | Path], out: str | Path, *, format: str = "auto"
     """
     if format not in FORMATS:
         raise AffectlensError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
+    if missing := [str(p) for p in paths if not Path(p).exists()]:
+        raise AffectlensError(f"no such file or folder: {', '.join(missing)}")
     files = collect(paths)
     if not files:
         raise AffectlensError(
@@ -68,7 +70,7 @@ def ingest(paths: Sequence[str | Path], out: str | Path, *, format: str = "auto"
         return summary | {"examples": found.rows[:EXAMPLES], "written": False}
     new = pd.DataFrame(found.rows, columns=TURN_COLUMNS)
     turns = pd.concat([earlier.turns, new], ignore_index=True) if earlier is not None else new
-    read = pd.DataFrame(found.files, columns=["file", "sha256"])
+    read = pd.DataFrame(found.files, columns=["file", "sha256", "format"])
     all_files = pd.concat([earlier.files, read], ignore_index=True) if earlier is not None else read
     counts.update(this_run)
     ingests = [*(earlier.entry.get("ingests", []) if earlier else []),

@@ -1,7 +1,10 @@
 """The corpus folder: ``turns.parquet`` (one row per face turn, redacted), ``files.parquet`` (every transcript
 file read, by content digest, so a rerun reads only new or changed files) and ``manifest.json`` (counts per
-source, model and outcome, and each ingest). Each ingest rewrites all three atomically, turns first and the
-manifest last, so a killed ingest leaves the corpus as it was.
+source, model and outcome, and each ingest).
+
+An ingest writes its tables under new names (``turns.<n>.parquet``), then the manifest that names them, then
+the stable names that pandas users open; the manifest is the commit. A killed ingest therefore leaves the
+corpus as it was: the reader follows the manifest, never a half-written table.
 """
 
 from __future__ import annotations
@@ -50,9 +53,17 @@ def write_corpus(root: Path | str, turns: pd.DataFrame, files: pd.DataFrame, ent
         raise AffectlensError(f"corpus folder {root} exists and is not a folder")
     if (root / MANIFEST).exists() and not is_corpus(root):
         raise AffectlensError(f"{root} holds a run folder, not a corpus; use a new --out")
-    write_parquet(root / "turns.parquet", turns)
-    write_parquet(root / "files.parquet", files)
-    write_json(root / MANIFEST, {"kind": CORPUS, "schema_version": SCHEMA_VERSION, **entry})
+    generation = int(read_json(root / MANIFEST).get("generation", 0)) + 1 if (root / MANIFEST).exists() else 1
+    tables = {"turns": f"turns.{generation}.parquet", "files": f"files.{generation}.parquet"}
+    write_parquet(root / tables["turns"], turns)
+    write_parquet(root / tables["files"], files)
+    manifest = {"kind": CORPUS, "schema_version": SCHEMA_VERSION, "generation": generation, "tables": tables}
+    write_json(root / MANIFEST, manifest | entry)
+    for name, frame in (("turns", turns), ("files", files)):  # the stable names, for pandas and polars
+        write_parquet(root / f"{name}.parquet", frame)
+    for old in root.glob("*.parquet"):
+        if old.name.count(".") == 2 and old.name not in tables.values():
+            old.unlink()
 
 
 def corpus_contexts(run: CorpusRun) -> pd.DataFrame:

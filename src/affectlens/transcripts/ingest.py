@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from affectlens.faces import extract_face
-from affectlens.transcripts.formats import parse, transcript_files
+from affectlens.transcripts.formats import detect_format, parse, transcript_files
 from affectlens.transcripts.records import Malformed, RawTurn
 from affectlens.transcripts.redact import redact, redact_path
 
@@ -79,10 +79,11 @@ def ingest_files(paths: Iterable[Path], *, format: str = "auto", seen_turns: set
         digest = file_digest(path)
         if seen_files and digest in seen_files:
             continue
-        out.files.append({"file": redact_path(str(path)), "sha256": digest})
+        source = format if format != "auto" else (detect_format(path) or "unknown")
+        out.files.append({"file": redact_path(str(path)), "sha256": digest, "format": source})
         for item in parse(path, format):
             if isinstance(item, Malformed):
-                out.counts[("unknown", "unknown", "malformed")] += 1
+                out.counts[(source, "unknown", "malformed")] += 1
                 out.malformed.append(redact(f"{redact_path(item.file)}:{item.line}: {item.reason}"))
                 continue
             key = (item.source, item.model or "unknown")

@@ -83,4 +83,6 @@ def parse(path: str | Path) -> Iterator[RawTurn | Malformed]:
             elif role == "assistant" and text is not None:
                 yield turn(stem, lineno, text, flat_user, obj.get("model"), _timestamp(obj))
         else:
-            yield Malformed(file, lineno, "neither a conversation (messages list) nor a message (role, content)")
+            yield Malformed(
+                file, lineno, "neither a conversation (messages list) nor a message (role, content)"
+            )

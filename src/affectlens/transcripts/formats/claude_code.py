@@ -48,7 +48,7 @@ INJECTED_TAGS = (
     "user-prompt-submit-hook",
     "user-memory-input",
 )
-_TAG_RE = re.compile(r"<(%s)>.*?(?:</\1>|\Z)" % "|".join(map(re.escape, INJECTED_TAGS)), re.S)
+_TAG_RE = re.compile("<(" + "|".join(map(re.escape, INJECTED_TAGS)) + r")>.*?(?:</\1>|\Z)", re.S)
 # Injected context that is not wrapped in a tag: from a line that opens it to the end of its text block.
 _TAIL_RE = re.compile(
     r"^(?:Contents of [^\n]*?(?:CLAUDE|AGENTS)(?:\.local)?\.md\b"

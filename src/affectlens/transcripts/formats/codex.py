@@ -35,7 +35,7 @@ LEGACY_ITEM_TYPES = frozenset(
 
 # Injected by the CLI as user messages: the session's environment, and AGENTS.md / user instructions.
 INJECTED_TAGS = ("environment_context", "user_instructions", "INSTRUCTIONS", "user_shell_command")
-_TAG_RE = re.compile(r"<(%s)>.*?(?:</\1>|\Z)" % "|".join(map(re.escape, INJECTED_TAGS)), re.S)
+_TAG_RE = re.compile("<(" + "|".join(map(re.escape, INJECTED_TAGS)) + r")>.*?(?:</\1>|\Z)", re.S)
 # Newer CLIs head the AGENTS.md body with this line; it runs to the end of its block.
 _TAIL_RE = re.compile(r"^# AGENTS\.md instructions for\b.*\Z", re.S | re.M)
 
@@ -106,7 +106,9 @@ def parse(path: str | Path) -> Iterator[RawTurn | Malformed]:
             if not isinstance(content, str | list):
                 out.append((lineno, Malformed(file, lineno, "a message whose content is not a list")))
             elif role == "user":
-                last_user = join_texts([strip_injected(t) for t in texts_of(content, TEXT_TYPES)]) or last_user
+                last_user = (
+                    join_texts([strip_injected(t) for t in texts_of(content, TEXT_TYPES)]) or last_user
+                )
             elif role == "assistant" and (text := join_texts(texts_of(content, TEXT_TYPES))):
                 out.append((lineno, turn(lineno, text, timestamp)))
                 answered[_normalize(text)] += 1

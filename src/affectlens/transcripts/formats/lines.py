@@ -72,6 +72,7 @@ def read_objects(path: str | Path) -> Iterator[tuple[int, dict] | Malformed]:
                     continue
                 if lineno == 1:
                     text = text.removeprefix("\ufeff")
+                text = text.rstrip("\r\n")
                 if not text.strip():
                     continue
                 try:
