@@ -99,7 +99,12 @@ _RULES = [
         "the user part of /home/U, /Users/U, C:\\Users\\U, ~U, /root and Claude Code's "
         "-home-U project folders",
     ),
-    Rule("ip", "<IP>", "IPv4 with four octets 0-255 (not after 'version'/'v'); IPv6 checked by ipaddress"),
+    Rule(
+        "ip",
+        "<IP>",
+        "IPv4 with four octets 0-255 (not after 'version'/'v'), loopback 127.x and 0.0.0.0 kept; "
+        "IPv6 checked by ipaddress, with a digit and 3+ groups or a 4-digit group (so ::1 and a[1::2] stay)",
+    ),
     Rule(
         "phone",
         "<PHONE>",
@@ -263,7 +268,7 @@ _PATTERNS = [
     _p(
         "generic",
         60,
-        r"(?<![A-Za-z0-9_])(?P<q>[\"']?)(?:[A-Za-z0-9_.-]*[_.-])?"
+        r"(?<![A-Za-z0-9_.-])(?P<q>[\"']?)(?:[A-Za-z0-9_.-]*[_.-])?"
         + _KEYWORD
         + r"(?P=q)\]?\s*(?:=|:=|=>|:)\s*(?P<o>[\"'])(?P<v>[^\"'\s<>{}$%][^\"'\s]{5,199})(?P=o)",
         "v",
@@ -272,7 +277,7 @@ _PATTERNS = [
     _p(
         "generic",
         60,
-        r"(?<![A-Za-z0-9_])(?P<q>[\"']?)(?:[A-Za-z0-9_.-]*[_.-])?"
+        r"(?<![A-Za-z0-9_.-])(?P<q>[\"']?)(?:[A-Za-z0-9_.-]*[_.-])?"
         + _KEYWORD
         + r"(?P=q)\]?\s*(?:=|:=|=>|:)\s*(?P<v>[A-Za-z0-9+/=._~!#^*@-]{8,200})(?=$|[\s,;)\]}])",
         "v",
@@ -298,7 +303,12 @@ _PATTERNS = [
         r"(?=\\|/)|[A-Za-z0-9_-](?:[A-Za-z0-9._-]*[A-Za-z0-9_-])?(?![A-Za-z0-9_-]))",
     ),
     _p("home", 35, r"(?:(?<=[\s\"'=(:,])|^)~[A-Za-z][A-Za-z0-9_.-]{0,31}(?=[/\\])"),
-    _p("home", 34, r"(?:(?<=[\s\"'=(])|^)~[A-Za-z][A-Za-z0-9_-]{0,31}(?=$|[\s\"',;)])"),
+    _p(
+        "home",
+        34,
+        r"(?:(?<=(?<![A-Za-z0-9_-])(?:cd|ls|echo|pushd|du|find|tree|open|code|chown)\s+)|(?<=[\"'`]))"
+        r"~[A-Za-z][A-Za-z0-9_-]{0,31}(?=$|[\s\"'`;)|&])",
+    ),
     _p(
         "home",
         35,
