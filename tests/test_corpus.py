@@ -173,3 +173,37 @@ def test_the_cli(transcripts, tmp_path):
     assert result.exit_code == 0 and "claude-sonnet" in result.output
     result = runner.invoke(app, ["corpus", "ingest", str(tmp_path / "none"), "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) <= 2
+
+
+def test_the_hook_from_the_cli_installs_journals_and_uninstalls(tmp_path):
+    settings = tmp_path / "settings.json"
+    original = b'{\n  "model": "opus",\n  "hooks": {}\n}\n'
+    settings.write_bytes(original)
+    journal = tmp_path / "journal.jsonl"
+    runner = CliRunner()
+    args = ["--settings", str(settings), "--journal", str(journal)]
+    assert "installed in" in runner.invoke(app, ["corpus", "hook", "install", *args]).output
+    assert "already in" in runner.invoke(app, ["corpus", "hook", "install", *args]).output
+    command = json.loads(settings.read_text())["hooks"]["Stop"][0]["hooks"][0]["command"]
+    assert command.startswith("affectlens corpus hook run --journal") and str(journal) in command
+    transcript = tmp_path / "session.jsonl"
+    lines = [
+        {"type": "user", "uuid": "u1", "parentUuid": None, "sessionId": "s1", "cwd": "/home/alice/proj",
+         "timestamp": "2026-12-01T10:00:00Z", "message": {"role": "user", "content": "mail alice@example.com"}},
+        {"type": "assistant", "uuid": "a1", "parentUuid": "u1", "sessionId": "s1", "cwd": "/home/alice/proj",
+         "timestamp": "2026-12-01T10:00:05Z", "message": {"id": "m1", "role": "assistant",
+         "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "(^▽^) done"}]}},
+    ]  # fmt: skip
+    transcript.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    payload = json.dumps({"session_id": "s1", "transcript_path": str(transcript), "cwd": "/home/alice/proj",
+                          "hook_event_name": "Stop", "last_assistant_message": "(^▽^) done"})  # fmt: skip
+    result = runner.invoke(app, ["corpus", "hook", "run", "--journal", str(journal)], input=payload)
+    assert result.exit_code == 0
+    (row,) = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
+    assert row["face"] == "(^▽^)" and row["user_text"] == "mail <EMAIL>" and row["cwd"] == "<HOME>/proj"
+    assert (
+        runner.invoke(app, ["corpus", "hook", "run", "--journal", str(journal)], input="garbage").exit_code
+        == 0
+    )
+    assert "removed from" in runner.invoke(app, ["corpus", "hook", "uninstall", *args]).output
+    assert settings.read_bytes() == original
