@@ -94,9 +94,13 @@ def test_introspection_with_structured_output_and_with_label_logprobs(server, tm
     summary = affectlens.introspect("openai:smollm2", tmp_path / "s", faces=FACES, api=api,
                                     config=IntrospectConfig(samples=1))  # fmt: skip
     cells = read_face_cells(tmp_path / "s")
-    assert summary["n_failed_answers"] == 0 and list(cells.index) == FACES
+    answers = read_judged_table(tmp_path / "s", "answers")
+    # A 135M judge sometimes writes numbers no float holds: such an answer is a recorded failure, not a row.
+    assert len(answers) == 3 and answers.loc[~answers["ok"], "reason"].str.startswith("malformed").all()
+    assert summary["n_failed_answers"] == int((~answers["ok"]).sum()) < 3
+    assert list(cells.index) == [f for f in FACES if f not in summary["faces_without_answer"]]
     np.testing.assert_allclose(cells[codes].sum(axis=1), 1.0, atol=1e-9)
-    assert read_judged_table(tmp_path / "s", "answers")["raw_sum"].gt(0).all()
+    assert answers.loc[answers["ok"], "raw_sum"].gt(0).all()
     summary = affectlens.introspect("openai:smollm2", tmp_path / "l", faces=FACES, api=ApiConfig(base_url=server),
                                     config=IntrospectConfig(method="logprobs", samples=1))  # fmt: skip
     cells = read_face_cells(tmp_path / "l")
