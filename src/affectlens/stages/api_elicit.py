@@ -20,7 +20,7 @@ from affectlens.runtime.generate import row_seed
 from affectlens.runtime.providers import ApiRequest, Provider
 from affectlens.runtime.providers.runner import Job, Outcome
 from affectlens.stages.api_stage import ApiStage
-from affectlens.stages.elicit import stop_reason, summarize
+from affectlens.stages.elicit import in_prompt_order, stop_reason, summarize
 from affectlens.stimuli import PromptSet, load_primer
 from affectlens.store.runs import ELICIT, GENERATION_COLUMNS, write_elicit
 
@@ -127,10 +127,7 @@ class ApiElicitation(ApiStage):
 
     def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
         order = {key: i for i, key in enumerate(self.keys())}
-        generations = self.store.merged_table(self.name, "generations")
-        generations = generations.sort_values(
-            ["prompt_id", "sample"], key=lambda c: c.map(order) if c.name == "prompt_id" else c
-        ).reset_index(drop=True)
+        generations = in_prompt_order(self.store.merged_table(self.name, "generations"), order)
         write_elicit(self.store.root, generations, self.prompts.to_frame(), None, [])
         summary = summarize(generations)
         summary["seconds"] = round(seconds, 1)

@@ -110,6 +110,13 @@ def prompt_batches(renderer: Renderer, by_id: dict[str, Prompt], keys: Sequence[
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+def in_prompt_order(generations: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
+    """Generations sorted by prompt (in ``order``), then sample: parts are merged in no particular order."""
+    return generations.sort_values(
+        ["prompt_id", "sample"], key=lambda c: c.map(order) if c.name == "prompt_id" else c
+    ).reset_index(drop=True)
+
+
 def resolve_layers(handle: ModelHandle, layers: Sequence[int] | None) -> list[int]:
     return (
         list(range(handle.n_layers)) if layers is None else check_layers(layers, handle.n_layers, handle.spec)
@@ -171,10 +178,7 @@ class Elicitation(Stage):
 
     def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
         order = {key: i for i, key in enumerate(self.keys())}
-        generations = self.store.merged_table(self.name, "generations")
-        generations = generations.sort_values(
-            ["prompt_id", "sample"], key=lambda c: c.map(order) if c.name == "prompt_id" else c
-        ).reset_index(drop=True)
+        generations = in_prompt_order(self.store.merged_table(self.name, "generations"), order)
         rows = self.store.merged_rows(self.name, "h_first", order)
         h_first = torch.stack([rows[key] for key in order])
         write_elicit(self.store.root, generations, self.prompts.to_frame(), h_first, self.layers)
