@@ -124,8 +124,8 @@ class ApiStage(Stage):
         """The dry run: requests, how many the cache already holds, tokens and an estimated cost. Sends nothing."""
         self.validate()
         jobs = [job for key in self.keys() for job in self.jobs(key)]
-        cached = sum(self.runner.cached(job) for job in jobs)
-        fresh = [job for job in jobs if not self.runner.cached(job)]
+        fresh = [job for job in jobs if not self.runner.cached(job)]  # one cache read per job
+        cached = len(jobs) - len(fresh)
         chars = sum(len(j.request.system) + sum(len(t) for _, t in j.request.turns) for j in fresh)
         input_tokens, output_tokens = chars // CHARS_PER_TOKEN, sum(j.request.max_tokens for j in fresh)
         cost = estimate_cost(self.provider.model, input_tokens, output_tokens, batch=self.api.batch,
