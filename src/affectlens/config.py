@@ -237,3 +237,50 @@ class SynthesizeConfig(Config):
     temperature: float | None = Field(None, ge=0, description="None: the endpoint's default")
     max_tokens: int = Field(200, ge=1)
     seed: int = 0
+
+
+# The persona experiments' one instruction, at training and at measurement alike: neutral about tone and faces.
+PERSONA_INSTRUCTION = "Answer the question in a few sentences."
+
+
+class PersonaTrainConfig(Config):
+    """LoRA fine-tuning on one trait pole of the trait corpus (or, with ``control``, its neutral answers)."""
+
+    trait: str
+    pole: Literal["high", "low"] = "high"
+    control: bool = Field(False, description="train on the neutral answers of the same questions")
+    rank: int = Field(8, ge=1, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(("all-linear",), description="peft target modules")
+    learning_rate: float = Field(5e-4, gt=0)
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(256, ge=16, description="tokens per example, prompt included")
+    seed: int = 0
+    instruction: str = PERSONA_INSTRUCTION
+    qlora: bool | None = Field(None, description="4-bit base (QLoRA); None: where CUDA and bitsandbytes are")
+
+    @property
+    def voice(self) -> Literal["high", "low", "neutral"]:
+        return "neutral" if self.control else self.pole
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in super().identity().items() if k != "qlora"}
+
+
+class PersonaMeasureConfig(SamplingConfig):
+    """What ``persona measure`` samples and captures on the trait corpus's held-out questions."""
+
+    trait: str
+    samples: int = Field(4, ge=1, description="replies per held-out question")
+    max_new_tokens: int = Field(96, ge=1)
+    top_p: float = Field(0.9, gt=0, le=1)
+    seed: int = 0
+    instruction: str = PERSONA_INSTRUCTION
+    in_context_samples: int = Field(50, ge=1, description="replies to the in-context request")
+    in_context_tokens: int = Field(10, ge=1, description="how many tokens the request asks for")
+    batch_prompts: int = Field(16, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in super().identity().items() if k != "batch_prompts"}

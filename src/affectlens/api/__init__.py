@@ -17,6 +17,8 @@ from affectlens.config import (
     IntrospectConfig,
     LikelihoodConfig,
     MonitorConfig,
+    PersonaMeasureConfig,
+    PersonaTrainConfig,
     SteerConfig,
     SynthesizeConfig,
     VectorsConfig,
@@ -32,12 +34,13 @@ if TYPE_CHECKING:
 
 
 def load_model(spec: str, *, dtype: str | None = None, device: str | None = None,
-               trust_remote_code: bool = False) -> ModelHandle:  # fmt: skip
-    """A bundled alias (``smollm2-135m``, ``gemma3-270m``), a Hugging Face hub id, a model folder or a
-    ``.gguf`` file, loaded for capture (fp32 on CPU, bf16 on CUDA)."""
+               trust_remote_code: bool = False, quantize: str | None = None) -> ModelHandle:  # fmt: skip
+    """A bundled alias (``smollm2-135m``, ``gemma3-270m``), a Hugging Face hub id, a model folder, a ``.gguf``
+    file or a ``persona train`` run (base plus adapter), loaded for capture (fp32 on CPU, bf16 on CUDA;
+    ``quantize`` 4bit or 8bit through bitsandbytes, CUDA only)."""
     from affectlens.runtime.loading import load_model as load
 
-    return load(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    return load(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code, quantize=quantize)
 
 
 def _handle(model: ModelHandle | str) -> ModelHandle:
@@ -235,7 +238,34 @@ def monitor(model: ModelHandle | str, out: str | Path, *, vectors: str | Path,
     return run(model, out, vectors=vectors, prompts=prompts, config=config, quiet=quiet)
 
 
+def persona_train(
+    model: ModelHandle | str, out: str | Path, config: PersonaTrainConfig, **options: Any
+) -> dict[str, Any]:
+    """Train (or resume) a LoRA adapter on a trait pole of the trait corpus into run folder ``out``; the run
+    is then a model spec. Options: ``corpus``, ``dtype``, ``device``, ``quiet``."""
+    from affectlens.api.persona import persona_train as run
+
+    return run(model, out, config, **options)
+
+
+def persona_measure(model: ModelHandle | str, out: str | Path, config: PersonaMeasureConfig,
+                    **options: Any) -> dict[str, Any]:  # fmt: skip
+    """Emoji rates, emoji mass, the in-context test and MLP neurons on the held-out questions into ``out``.
+    Options: ``baseline`` (a spec or a measure run: also measured, and compared), ``label``, ``corpus``,
+    ``dtype``, ``device``, ``quantize``, ``quiet``."""
+    from affectlens.api.persona import persona_measure as run
+
+    return run(model, out, config, **options)
+
+
+def persona_compare(runs: Sequence[str | Path], out: str | Path, **options: Any) -> dict[str, Any]:
+    """Compare persona measure runs of one trait (the first is the base) into ``out/persona.json``."""
+    from affectlens.api.persona import persona_compare as run
+
+    return run(list(runs), out, **options)
+
+
 __all__ = [
-    "analyze", "elicit", "emotion_vector", "introspect", "likelihood", "load_model", "monitor", "report", "steer",
-    "steer_sweep", "synthesize", "vectors",
+    "analyze", "elicit", "emotion_vector", "introspect", "likelihood", "load_model", "monitor", "persona_compare",
+    "persona_measure", "persona_train", "report", "steer", "steer_sweep", "synthesize", "vectors",
 ]  # fmt: skip

@@ -41,6 +41,9 @@ Dtype = Annotated[
     str | None, typer.Option(help="float32, bfloat16 or float16 (default: fp32 on CPU, bf16 on CUDA).")
 ]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when available).")]
+Quantize = Annotated[
+    str | None, typer.Option(help="4bit or 8bit: load through bitsandbytes (CUDA only), for large models.")
+]
 
 
 def user_errors(command: F) -> F:

@@ -18,6 +18,7 @@ from affectlens.cli.common import (
     ModelSpec,
     Out,
     Prompts,
+    Quantize,
     Quiet,
     app,
     console,
@@ -55,6 +56,7 @@ def monitor(
     ),
     dtype: Dtype = None,
     device: Device = None,
+    quantize: Quantize = None,
     quiet: Quiet = False,
 ) -> None:
     """Generate replies, then save every token's projection on each emotion vector (centred on the neutral
@@ -71,7 +73,7 @@ def monitor(
     )  # fmt: skip
     prompt_set = load_prompts(prompts)  # a bad file or vectors folder fails before the model loads
     check_vectors_run(str(vectors))
-    handle = api.load_model(model, dtype=dtype, device=device)
+    handle = api.load_model(model, dtype=dtype, device=device, quantize=quantize)
     summary = run(handle, out, vectors=vectors, prompts=prompt_set, config=config, quiet=quiet)
     print_monitor_summary(summary)
     console.print(f"wrote {out} (figure {out / READINGS_FIGURE}.png)", highlight=False)

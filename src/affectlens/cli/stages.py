@@ -19,6 +19,7 @@ from affectlens.cli.common import (
     ModelSpec,
     Out,
     Prompts,
+    Quantize,
     Quiet,
     app,
     console,
@@ -100,6 +101,7 @@ def elicit(
     ),
     dtype: Dtype = None,
     device: Device = None,
+    quantize: Quantize = None,
     base_url: BaseUrl = None,
     concurrency: Concurrency = CONCURRENCY,
     max_retries: MaxRetries = MAX_RETRIES,
@@ -142,8 +144,8 @@ def elicit(
             raise AffectlensError(
                 "--base-url, --batch and --dry-run are for API models (anthropic:, openai:)"
             )
-        summary = api.elicit(api.load_model(model, dtype=dtype, device=device), out, prompts=prompt_set,
-                             config=config, quiet=quiet)  # fmt: skip
+        handle = api.load_model(model, dtype=dtype, device=device, quantize=quantize)
+        summary = api.elicit(handle, out, prompts=prompt_set, config=config, quiet=quiet)
         print_elicit_summary(summary)
     console.print(f"wrote {out}", highlight=False)
 
@@ -166,6 +168,7 @@ def likelihood(
     ] = L("aggregation"),
     dtype: Dtype = None,
     device: Device = None,
+    quantize: Quantize = None,
     quiet: Quiet = False,
 ) -> None:
     """Score log P(face | prompt) for every face and prompt; per-face cell distributions."""
@@ -175,7 +178,7 @@ def likelihood(
     prompt_set = load_prompts(prompts)
     if faces != "catalogue" and not Path(faces).is_dir():
         load_catalogue(faces)  # a bad file fails before the model loads
-    handle = api.load_model(model, dtype=dtype, device=device)
+    handle = api.load_model(model, dtype=dtype, device=device, quantize=quantize)
     summary = api.likelihood(handle, out, faces=faces, prompts=prompt_set, config=config, quiet=quiet)
     emission = summary["emission"]
     console.print(
@@ -209,6 +212,7 @@ def vectors(
     n_permutations: int = AnalysisConfig.default("n_permutations"),
     dtype: Dtype = None,
     device: Device = None,
+    quantize: Quantize = None,
     quiet: Quiet = False,
 ) -> None:
     """Emotion vectors from stories (mean from token 50, minus the grand mean, neutral-denoised); analyses."""
@@ -216,7 +220,7 @@ def vectors(
 
     config = VectorsConfig(layers=parse_layers(layers), offset=offset, denoise_variance=denoise_variance)
     loaded = load_corpus(corpus)
-    handle = api.load_model(model, dtype=dtype, device=device)
+    handle = api.load_model(model, dtype=dtype, device=device, quantize=quantize)
     summary = api.vectors(handle, out, corpus=loaded, config=config, quiet=quiet)
     console.print(f"vectors: {summary}", highlight=False)
     if analyze:
@@ -258,6 +262,7 @@ def stories_generate(
     seed: int = S("seed"),
     dtype: Dtype = None,
     device: Device = None,
+    quantize: Quantize = None,
     quiet: Quiet = False,
 ) -> None:
     """Let a model write its own story corpus: banned words, cut-off and short stories rejected and retried."""
@@ -269,8 +274,8 @@ def stories_generate(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens, seed=seed,
     )  # fmt: skip
     source = load_corpus(corpus)
-    summary = generate_stories(api.load_model(model, dtype=dtype, device=device), str(out), source, config,
-                               quiet=quiet)  # fmt: skip
+    handle = api.load_model(model, dtype=dtype, device=device, quantize=quantize)
+    summary = generate_stories(handle, str(out), source, config, quiet=quiet)
     outcomes = ", ".join(f"{k} {v}" for k, v in summary["outcomes"].items())
     console.print(
         f"{summary['stories']} of {summary['wanted']} stories in {summary['attempts']} attempts ({outcomes})"

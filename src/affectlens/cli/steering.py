@@ -16,6 +16,7 @@ from affectlens.cli.common import (
     ModelSpec,
     Out,
     Prompts,
+    Quantize,
     Quiet,
     app,
     console,
@@ -92,6 +93,7 @@ def steer(
     batch_prompts: int = C("batch_prompts"),
     dtype: Dtype = None,
     device: Device = None,
+    quantize: Quantize = None,
     quiet: Quiet = False,
 ) -> None:
     """Elicit under steering: every direction x alpha, with random and orthogonal controls and coherence."""
@@ -107,7 +109,7 @@ def steer(
         instruction=instruction, primed=primed, batch_prompts=batch_prompts,
     )  # fmt: skip
     prompt_set = load_prompts(prompts).balanced(per_cell)
-    handle = api.load_model(model, dtype=dtype, device=device)
+    handle = api.load_model(model, dtype=dtype, device=device, quantize=quantize)
     summary = api.steer_sweep(handle, out, vectors=vectors, prompts=prompt_set, config=config, quiet=quiet)
     table = Table("direction", *(f"{a:g}" for a in sorted(config.alphas)), title="well-formed face rate")
     rates = summary["well_formed_rate"]

@@ -1,8 +1,8 @@
 """Assemble the report from whatever a set of folders holds: runs, analyses, comparisons, emotion analyses.
 
 Every path given is searched for ``manifest.json`` (run folders), ``analysis.json`` (kaomoji analyses),
-``comparison.json`` (encoder comparisons), ``emotions.json`` (emotion-vector analyses) and ``steering.json``
-(steering analyses), so a study folder and an explicit list of runs both work. The sections themselves are made in ``affectlens.reporting.sections``;
+``comparison.json`` (encoder comparisons), ``emotions.json`` (emotion-vector analyses), ``steering.json``
+(steering analyses) and ``persona.json`` (persona comparisons), so a study folder and an explicit list of runs both work. The sections themselves are made in ``affectlens.reporting.sections``;
 this module only finds the files and puts the sections in order.
 """
 
@@ -18,6 +18,7 @@ from affectlens.reporting.sections.comparison import similarity_section
 from affectlens.reporting.sections.numbers import numbers_section
 from affectlens.reporting.sections.setup import face_usage_section, setup_section
 from affectlens.store.corpus import CORPUS, read_corpus
+from affectlens.store.persona import PERSONA_ANALYSIS
 from affectlens.store.read import read_json
 from affectlens.store.runs import (
     COMPARISON,
@@ -93,6 +94,10 @@ def build_report(
 
         for path in steering:
             sections += steering_sections.sections(read(path), path.parent)
+    for path in find(roots, PERSONA_ANALYSIS):
+        from affectlens.reporting.sections.persona import persona_section
+
+        sections.append(persona_section(read(path), path.parent))
     corpora = [folder for folder, manifest in manifests.items() if manifest.get("kind") == CORPUS]
     if corpora:
         from affectlens.reporting.sections.corpus import corpus_section

@@ -260,16 +260,44 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+QUANTIZE = ("4bit", "8bit")
+
+
+def quantization_config(quantize: str | None, device: str, compute_dtype: torch.dtype) -> object | None:
+    """transformers' bitsandbytes config for ``--quantize``; refused in one line where it cannot run."""
+    if quantize is None:
+        return None
+    if quantize not in QUANTIZE:
+        raise AffectlensError(f"unknown --quantize {quantize!r}; use 4bit or 8bit")
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        raise AffectlensError(
+            f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}. "
+            "Load in full precision instead, e.g. --dtype bfloat16"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise AffectlensError(f"--quantize {quantize} needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
+    )
+
+
 def load_model(
     spec: str,
     *,
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    quantize: str | None = None,
 ) -> ModelHandle:
-    """Load a causal LM from a bundled alias, a ``.gguf`` file, a local folder or a Hugging Face hub id.
+    """Load a causal LM from a bundled alias, a ``.gguf`` file, a local folder, a Hugging Face hub id, or a
+    ``persona train`` run folder (its base model with the LoRA adapter merged in).
 
-    Defaults: fp32 on CPU, bf16 on CUDA, ``device_map="auto"`` across several GPUs.
+    Defaults: fp32 on CPU, bf16 on CUDA, ``device_map="auto"`` across several GPUs. ``quantize`` (4bit, 8bit)
+    loads through bitsandbytes, on CUDA only.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -278,7 +306,12 @@ def load_model(
     hf_logging.disable_progress_bar()
     device = device or _default_device()
     torch_dtype = _parse_dtype(dtype, device)
+    quantization = quantization_config(quantize, device, torch_dtype)
     path = Path(spec).expanduser()
+    from affectlens.runtime.adapters import is_adapter_run, load_adapter_run
+
+    if is_adapter_run(path):
+        return load_adapter_run(path, dtype=dtype, device=device, quantize=quantize)
     if spec in BUNDLED or spec.endswith(".gguf"):
         gguf = bundled_gguf(spec) if spec in BUNDLED else path
         if not gguf.is_file():
@@ -299,7 +332,9 @@ def load_model(
         local_only = _in_hub_cache(spec) or bool(os.environ.get("HF_HUB_OFFLINE")) or not _hub_reachable()
 
     kwargs: dict[str, object] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
-    if device.startswith("cuda") and torch.cuda.device_count() > 1:
+    if quantization is not None:
+        kwargs |= {"quantization_config": quantization, "device_map": "auto"}
+    elif device.startswith("cuda") and torch.cuda.device_count() > 1:
         kwargs["device_map"] = "auto"
     target = str(folder) if folder is not None else spec
     try:
@@ -321,6 +356,8 @@ def load_model(
     if not fingerprint:
         commit = getattr(model.config, "_commit_hash", None)
         fingerprint = f"hub:{spec}@{commit}" if commit else f"hub:{spec}"
+    if quantize:
+        fingerprint += f"+{quantize}"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     arch = resolve(model)
