@@ -37,7 +37,9 @@ FAST = dict(trait="extraversion", epochs=2, learning_rate=5e-3, batch_size=4)
 def small_corpus(tmp_path_factory):
     """12 train and 4 test questions of the shipped extraversion corpus."""
     items = load_traits("extraversion").items
-    rows = [vars(i) for i in items if i.split == "train"][:12] + [vars(i) for i in items if i.split == "test"][:4]
+    rows = [vars(i) for i in items if i.split == "train"][:12] + [
+        vars(i) for i in items if i.split == "test"
+    ][:4]
     path = tmp_path_factory.mktemp("corpus") / "extraversion.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -58,7 +60,9 @@ def trained(base_folder, small_corpus, tmp_path_factory):
     runs = {}
     for name, extra in (("high", {}), ("low", {"pole": "low"}), ("control", {"control": True})):
         runs[name] = root / name
-        persona_train(str(base_folder), runs[name], PersonaTrainConfig(**FAST, **extra), corpus=small_corpus, quiet=True)
+        persona_train(
+            str(base_folder), runs[name], PersonaTrainConfig(**FAST, **extra), corpus=small_corpus, quiet=True
+        )
     return runs
 
 
@@ -73,7 +77,9 @@ def test_an_adapter_and_its_control_both_change_the_model(trained, base_folder):
     high, control = (_logits(load_model(str(trained[k]))) for k in ("high", "control"))
     assert not torch.allclose(base, high, atol=1e-4) and not torch.allclose(base, control, atol=1e-4)
     assert not torch.allclose(high, control, atol=1e-4)
-    summary = json.loads((trained["high"] / "manifest.json").read_text())["stages"]["persona_train"]["summary"]
+    summary = json.loads((trained["high"] / "manifest.json").read_text())["stages"]["persona_train"][
+        "summary"
+    ]
     assert summary["heldout_loss_after"] < summary["heldout_loss_before"]  # it learned the voice
     assert summary["n_train"] == 12 and summary["voice"] == "high"
 
@@ -116,7 +122,9 @@ def test_train_resumes_per_epoch_and_ends_where_an_uninterrupted_run_ends(base_f
 
 def test_an_unfinished_train_run_is_no_model_spec(tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"stages": {"persona_train": {"finished": None}}}))
+    (tmp_path / "run" / "manifest.json").write_text(
+        json.dumps({"stages": {"persona_train": {"finished": None}}})
+    )
     with pytest.raises(AffectlensError, match="unfinished persona train run"):
         load_model(str(tmp_path / "run"))
 
@@ -125,7 +133,9 @@ def test_quantized_loading_is_refused_without_cuda_before_anything_loads():
     with pytest.raises(AffectlensError, match="--quantize 4bit needs a CUDA GPU") as info:
         load_model("no/such-model", quantize="4bit", device="cpu")
     assert "\n" not in str(info.value)
-    result = CliRunner().invoke(app, ["likelihood", "--model", "no/such-model", "--out", "x", "--quantize", "8bit"])
+    result = CliRunner().invoke(
+        app, ["likelihood", "--model", "no/such-model", "--out", "x", "--quantize", "8bit"]
+    )
     assert result.exit_code == 2 and "--quantize 8bit needs a CUDA GPU" in result.output
     with pytest.raises(AffectlensError, match="use 4bit or 8bit"):
         load_model("x", quantize="2bit", device="cpu")
@@ -197,7 +207,9 @@ def test_measure_writes_every_table_and_compares_with_its_baseline(measured):
     run = read_measure(measured["high"])
     assert run.label == "extraversion-high" and len(run.replies) == 4 * 2 and len(run.incontext) == 6
     assert set(run.mass.context) == {"first_token", "end:high", "end:low", "end:neutral"}
-    assert run.neurons["trait"].shape[:2] == (4, 3) and run.neurons["emoji"].shape == run.neurons["plain"].shape
+    assert (
+        run.neurons["trait"].shape[:2] == (4, 3) and run.neurons["emoji"].shape == run.neurons["plain"].shape
+    )
     comparison = json.loads((measured["high"] / "comparison" / "persona.json").read_text())
     assert [m["label"] for m in comparison["models"]] == ["base", "extraversion-high"]
     pair = comparison["pairs"][0]
@@ -238,3 +250,29 @@ def test_cli_train_measure_compare(base_folder, small_corpus, tmp_path):
     result = runner.invoke(app, ["persona", "train", "--model", str(base_folder), "--out", str(tmp_path / "x"),
                                  "--trait", "humour"])  # fmt: skip
     assert result.exit_code == 2 and "unknown trait 'humour'" in result.output
+
+
+def test_the_loss_falls_on_the_assistant_tokens_only(tokenizer):
+    from affectlens.runtime.lora import IGNORE, build_example
+
+    renderer = Renderer(tokenizer, "Answer briefly.")
+    example = build_example(renderer, "Do you like parties?", "I love them. Truly!", 256)
+    prompt = renderer.encode("Do you like parties?")
+    assert example.input_ids[: len(prompt)] == prompt
+    assert example.labels[: len(prompt)] == [IGNORE] * len(prompt)
+    answer = [t for t in example.labels if t != IGNORE]
+    assert tokenizer.decode(answer).startswith(
+        "I love them. Truly!<|im_end|>"
+    )  # the end of turn is learned too
+    with pytest.raises(AffectlensError, match="leaves no answer tokens"):
+        build_example(renderer, "Do you like parties?", "Yes.", len(prompt))
+
+
+def test_control_trains_on_the_neutral_voice(base_folder, small_corpus, tmp_path):
+    handle = load_model(str(base_folder))
+    stage = PersonaTrain(handle, str(tmp_path / "c"), load_traits("extraversion", small_corpus),
+                         PersonaTrainConfig(**FAST, control=True))  # fmt: skip
+    stage.validate()
+    first = load_traits("extraversion", small_corpus).split("train")[0]
+    decoded = handle.tokenizer.decode([t for t in stage.train[0].labels if t >= 0])
+    assert decoded.startswith(first.neutral) and stage.identity()["stimuli"]["voice"] == "neutral"

@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from affectlens import emoji_sentence_ratio
-from affectlens.analysis.persona import emoji_in_top, emoji_score, neuron_shift, top_neurons
+from affectlens.analysis.persona import (
+    emoji_distinctness,
+    emoji_in_top,
+    emoji_score,
+    neuron_shift,
+    top_neurons,
+)
 from affectlens.errors import AffectlensError
 from affectlens.sentences import (
     has_emoji,
@@ -88,10 +94,13 @@ def test_ordinary_ascii_is_not_a_face():
     ("text", "sentences"),
     [
         ("I like it. It is fine", ["I like it.", "It is fine"]),
-        ("Great! 🎉 See you.", ["Great! 🎉", "See you."]),  # an emoji after the punctuation closes its sentence
+        (
+            "Great! 🎉 See you.",
+            ["Great! 🎉", "See you."],
+        ),  # an emoji after the punctuation closes its sentence
         ("Great party 🎉 See you", ["Great party 🎉", "See you"]),  # emoji + capital ends one too
         ("Wow 😀 and more", ["Wow 😀 and more"]),  # but not before a lowercase word
-        ("What?! \"Yes.\" No", ["What?!", '"Yes."', "No"]),
+        ('What?! "Yes." No', ["What?!", '"Yes."', "No"]),
         ("Line one\nline two.", ["Line one", "line two."]),
         ("Hi!!! 😀😀\n😂", ["Hi!!! 😀😀", "😂"]),  # an emoji-only line is a sentence
         ("3.14 is pi.", ["3.14 is pi."]),  # no space after the point: no break
@@ -118,7 +127,14 @@ def test_kaomoji_is_told_apart_from_bracketed_noise():
 
 
 def test_listed_items_and_the_top_fifty():
-    assert listed_items("1. Happy, 😀 social! 🎉🎉 Outgoing") == ["happy", "😀", "social", "🎉", "🎉", "outgoing"]
+    assert listed_items("1. Happy, 😀 social! 🎉🎉 Outgoing") == [
+        "happy",
+        "😀",
+        "social",
+        "🎉",
+        "🎉",
+        "outgoing",
+    ]
     samples = [["😀", "fun", "party"], ["😀", "fun"], ["🎉", "loud"]]
     assert top_items(samples, 2) == [("fun", 2), ("😀", 2)]
     assert emoji_in_top(samples, k=50) == 2 and emoji_in_top(samples, k=2) == 1
@@ -179,3 +195,22 @@ def test_overlap_against_random_sets():
     assert observed == 10 and expected == pytest.approx(0.1) and p == pytest.approx(1 / 2001)
     observed, _, p = overlap_test(range(10), range(500, 510), 1000, n_permutations=500, seed=0)
     assert observed == 0 and p == 1.0
+
+
+def test_distinct_emoji_neurons_against_shuffled_labels():
+    rng = np.random.default_rng(0)
+    labels = ["😀"] * 8 + ["😢"] * 8 + ["🔥"] * 8
+    diff = rng.normal(size=(24, 200))
+    for i, planted in enumerate((range(0, 20), range(50, 70), range(100, 120))):
+        diff[i * 8 : (i + 1) * 8, list(planted)] += 3.0  # each emoji its own neurons
+    distinct = emoji_distinctness(diff, labels, top=20, n_permutations=200)
+    assert (
+        distinct["n_emoji"] == 3
+        and distinct["mean_jaccard"] < 0.1
+        and distinct["p"] == pytest.approx(1 / 201)
+    )
+    shared = rng.normal(size=(24, 200))
+    shared[:, :20] += 3.0  # every emoji the same neurons
+    same = emoji_distinctness(shared, labels, top=20, n_permutations=200)
+    assert same["mean_jaccard"] > 0.6 and same["p"] > 0.05
+    assert emoji_distinctness(diff[:2], labels[:2], n_permutations=10)["n_emoji"] == 0  # too few to test

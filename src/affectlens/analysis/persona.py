@@ -98,6 +98,8 @@ def model_rates(run: MeasureRun, *, n_boot: int = 1000, seed: int = 0) -> dict[s
         out[name] = {"value": pooled(n, d), "ci": ratio_ci(n, d, n_boot=n_boot, seed=seed), "n": len(n)}
     samples = incontext_items(run)
     listed = sum(len(s) for s in samples)
+    diff, labels = per_emoji_differences(run, -1)
+    out["emoji_neurons"] = emoji_distinctness(diff, labels, n_permutations=min(n_boot, 1000), seed=seed)
     out["in_context"] = {
         "emoji_in_top50": emoji_in_top(samples),
         "ci": _interval_over_samples(samples, n_boot, seed),
@@ -149,6 +151,49 @@ def top_neurons(scores: torch.Tensor, k: int, *, absolute: bool) -> list[int]:
     values = scores.abs() if absolute else scores
     order = sorted(range(len(values)), key=lambda i: (-float(values[i]), i))
     return order[:k]
+
+
+def _mean_jaccard(sets: list[set[int]]) -> float:
+    pairs = list(combinations(sets, 2))
+    return float(np.mean([len(a & b) / len(a | b) for a, b in pairs])) if pairs else float("nan")
+
+
+def emoji_distinctness(diff: np.ndarray, labels: Sequence[str], *, top: int = 20, min_count: int = 3,
+                       n_permutations: int = 1000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Do different emoji activate different neurons? ``diff`` [occurrences, d_mlp] is each inserted emoji's
+    activation minus its text's other tokens. Per emoji seen ``min_count`` times or more: its top neurons by
+    mean difference; the statistic is their mean pairwise Jaccard overlap, against emoji labels shuffled among
+    the occurrences (one-sided: distinct emoji overlap less than shuffled groups do)."""
+    labels = np.asarray(labels)
+    kinds, counts = np.unique(labels, return_counts=True)
+    kept = kinds[counts >= min_count]
+    rows = np.isin(labels, kept)
+    diff, labels = diff[rows], labels[rows]
+    if len(kept) < 2:
+        return {"n_emoji": len(kept), "n_occurrences": len(labels), "mean_jaccard": float("nan"),
+                "null_mean": float("nan"), "p": float("nan"), "top": top}  # fmt: skip
+    scale = diff.std(axis=0) + EPS
+
+    def statistic(assigned: np.ndarray) -> float:
+        sets = [
+            set(np.argsort(-(diff[assigned == k].mean(axis=0) / scale), kind="stable")[:top]) for k in kept
+        ]
+        return _mean_jaccard(sets)
+
+    observed = statistic(labels)
+    rng = np.random.default_rng(seed)
+    null = np.array([statistic(rng.permutation(labels)) for _ in range(n_permutations)])
+    k = int(np.sum(null <= observed + 1e-12))
+    return {"n_emoji": len(kept), "n_occurrences": len(labels), "mean_jaccard": observed,
+            "null_mean": float(null.mean()), "p": (k + 1) / (n_permutations + 1), "top": top}  # fmt: skip
+
+
+def per_emoji_differences(run: MeasureRun, layer: int) -> tuple[np.ndarray, list[str]]:
+    """[occurrences, d_mlp] at ``layer``: each inserted emoji's activation minus its text's other tokens."""
+    index = {q: i for i, q in enumerate(run.replies.question_id.drop_duplicates())}
+    rows = torch.tensor([index[q] for q in run.occurrences.question_id])
+    each, plain = run.neurons["each"][:, layer].double(), run.neurons["plain"][rows, layer].double()
+    return (each - plain).numpy(), list(run.occurrences.emoji)
 
 
 def neuron_overlap(before: MeasureRun, after: MeasureRun, *, top: int = 20, n_permutations: int = 10000,

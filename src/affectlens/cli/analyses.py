@@ -141,12 +141,19 @@ def report(
 @user_errors
 def study(
     path: Annotated[Path, typer.Argument(help="Study YAML: models, stimuli, stages.")],
+    executor: Annotated[
+        str, typer.Option(help="local (this process) or ray (each model's shards on Ray actors).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (from `ray start --head`; 'auto': the local one).")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a study file: whatever is missing, then comparison, analysis and the report."""
     from affectlens.study import load_study, run_study
 
-    result = run_study(load_study(path), quiet=quiet, log=lambda m: console.print(m, highlight=False))
+    result = run_study(load_study(path), executor=executor, address=address, quiet=quiet,
+                       log=lambda m: console.print(m, highlight=False))  # fmt: skip
     if "report" in result:
         console.print(f"report: {result['report']}", highlight=False)
 

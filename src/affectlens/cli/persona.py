@@ -90,6 +90,11 @@ def print_comparison(result: dict[str, Any]) -> None:
                       _rate(m["first_token_mass"], "_mass"), _rate(m["sentence_end_mass"], "_mass"),
                       f"{ic['emoji_in_top50']} {interval(*ic['ci'])}")  # fmt: skip
     console.print(table)
+    for m in result["models"]:
+        en = m["emoji_neurons"]
+        console.print(f"{m['label']}: distinct emoji neurons, mean Jaccard {number(en['mean_jaccard'])} vs "
+                      f"{number(en['null_mean'])} shuffled (p {number(en['p'], 4)}, {en['n_emoji']} emoji)",
+                      highlight=False)  # fmt: skip
     for pair in result["pairs"]:
         parts = [f"{k} {_num(k, pair[k]['difference'])} (p {number(pair[k]['p'], 4)})"
                  for k in ("esr", "first_token_mass", "sentence_end_mass", "in_context")]  # fmt: skip

@@ -123,7 +123,7 @@ class PersonaMeasure(Stage):
         seeds = [[row_seed(cfg.seed, item.id, s) for s in range(cfg.samples)] for item in items]
         out = sample_replies(self.handle, prompts, seeds, sampling=self.sampling,
                              max_new_tokens=cfg.max_new_tokens, emoji_ids=self.emoji_ids)  # fmt: skip
-        replies, mass, emoji, plain = [], [], [], []
+        replies, mass, emoji, plain, occurrences, each = [], [], [], [], [], []
         for p, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
             for s in range(cfg.samples):
                 reply = out.replies[p * cfg.samples + s]
@@ -134,12 +134,23 @@ class PersonaMeasure(Stage):
             mass.append(
                 {"question_id": item.id, "context": "first_token", "mass": float(out.first_mass[p]), "n": 1}
             )
-            rows, at_emoji = self._teacher_forced(item, prompt)
+            rows, at_emoji, per_emoji = self._teacher_forced(item, prompt)
             mass += rows
             emoji.append(at_emoji[0])
             plain.append(at_emoji[1])
-        tables = {"replies": pd.DataFrame(replies), "mass": pd.DataFrame(mass)}
-        tensors = {"trait": out.neurons, "emoji": torch.stack(emoji), "plain": torch.stack(plain)}
+            occurrences += [{"question_id": item.id, "emoji": e} for e, _ in per_emoji]
+            each += [t for _, t in per_emoji]
+        tables = {
+            "replies": pd.DataFrame(replies),
+            "mass": pd.DataFrame(mass),
+            "occurrences": pd.DataFrame(occurrences),
+        }
+        tensors = {
+            "trait": out.neurons,
+            "emoji": torch.stack(emoji),
+            "plain": torch.stack(plain),
+            "each": torch.stack(each),
+        }
         return Part(tables=tables, tensors=tensors)
 
     def _teacher_forced(
@@ -169,7 +180,12 @@ class PersonaMeasure(Stage):
         if not is_emoji.any() or is_emoji.all():
             raise AffectlensError(f"{item.id}: the emoji-bearing text has no emoji tokens or nothing else")
         reply = neurons[3, :, len(prompt) : len(prompt) + len(tokens)]  # [layers, reply tokens, d_mlp]
-        return rows, (reply[:, is_emoji].mean(dim=1), reply[:, ~is_emoji].mean(dim=1))
+        per_emoji = []
+        for (a, b), (s, e) in zip(emoji_spans, shifted, strict=True):
+            mine = torch.tensor([s < stop and start < e for start, stop in spans])
+            if mine.any():
+                per_emoji.append((text[a:b], reply[:, mine].mean(dim=1)))
+        return rows, (reply[:, is_emoji].mean(dim=1), reply[:, ~is_emoji].mean(dim=1)), per_emoji
 
     def merge(self, seconds: float, n_computed: int) -> dict[str, Any]:
         order = {item.id: i for i, item in enumerate(self.corpus.split("test"))}
@@ -201,7 +217,17 @@ class PersonaMeasure(Stage):
                 for name, found in rows.items():
                     found.update(zip(keys, tensors[name], strict=True))
         neurons = {name: torch.stack([found[k] for k in question_keys]) for name, found in rows.items()}
-        write_measure(self.store.root, {"replies": replies, "mass": mass, "incontext": incontext}, neurons)
+        # Per-emoji rows vary in number per question: gather them, then order them by question.
+        q_parts = [tag for tag, keys in parts if keys[0].startswith("q:")]
+        occurrences = pd.concat([self.store.part_table(self.name, tag, "occurrences") for tag in q_parts],
+                                ignore_index=True)  # fmt: skip
+        each = torch.cat([self.store.part_tensors(self.name, tag)["each"] for tag in q_parts])
+        ranked = occurrences.assign(row=range(len(occurrences)), rank=occurrences.question_id.map(order))
+        ranked = ranked.sort_values(["rank", "row"], kind="stable")
+        neurons["each"] = each[torch.tensor(ranked.row.to_numpy())]
+        occurrences = ranked[["question_id", "emoji"]].reset_index(drop=True)
+        tables = {"replies": replies, "mass": mass, "incontext": incontext, "occurrences": occurrences}
+        write_measure(self.store.root, tables, neurons)
         return {
             "n_questions": len(question_keys),
             "n_replies": len(replies),

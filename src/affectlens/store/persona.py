@@ -7,9 +7,11 @@ A train run holds ``adapter/`` (peft's ``adapter_config.json`` and ``adapter_mod
     mass.parquet        question_id, first_token (emoji mass at the first reply token),
                         sentence_end (mean emoji mass at the sentence ends of the fixed replies), n_ends
     incontext.parquet   sample, reply, items (the tokens the reply listed, JSON list)
+    occurrences.parquet question_id, emoji: each emoji inserted into the emoji-bearing texts (rows of ``each``)
     neurons.safetensors trait [questions, layers, d_mlp] MLP activations at the last prompt token;
-                        emoji, plain [texts, layers, d_mlp]: mean activation over the emoji tokens of each
-                        emoji-bearing text, and over its other tokens
+                        emoji, plain [questions, layers, d_mlp]: mean activation over the emoji tokens of each
+                        emoji-bearing text, and over its other tokens; each [occurrences, layers, d_mlp]: over
+                        one inserted emoji's tokens
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class MeasureRun:
     replies: pd.DataFrame
     mass: pd.DataFrame
     incontext: pd.DataFrame
+    occurrences: pd.DataFrame
     neurons: dict[str, torch.Tensor]
 
     @property
@@ -69,7 +72,10 @@ def write_measure(root: Path, tables: dict[str, pd.DataFrame], neurons: dict[str
 
 def read_measure(path: Path | str) -> MeasureRun:
     root, entry = _finished(path, MEASURE)
-    tables = {name: read_parquet(root / f"{name}.parquet") for name in ("replies", "mass", "incontext")}
+    tables = {
+        name: read_parquet(root / f"{name}.parquet")
+        for name in ("replies", "mass", "incontext", "occurrences")
+    }
     return MeasureRun(root, entry, neurons=read_tensors(root / "neurons.safetensors"), **tables)
 
 

@@ -44,7 +44,15 @@ def persona_section(result: dict[str, Any], out: Path) -> Section:
         row = {"model": m["label"], "questions": m["n_questions"]}
         row |= {title: _estimate(key, m[key]) for key, title in RATE_COLUMNS.items()}
         ic = m["in_context"]
-        row["in-context: emoji in top 50"] = f"{ic['emoji_in_top50']} {interval(*ic['ci'])} (n={ic['n_samples']})"
+        row["in-context: emoji in top 50"] = (
+            f"{ic['emoji_in_top50']} {interval(*ic['ci'])} (n={ic['n_samples']})"
+        )
+        en = m.get("emoji_neurons") or {}
+        if en:
+            row["distinct emoji neurons: Jaccard (shuffled)"] = (
+                f"{number(en['mean_jaccard'])} ({number(en['null_mean'])}, p {number(en['p'], 4)}, "
+                f"{en['n_emoji']} emoji)"
+            )
         rows.append(row)
     pairs = []
     for pair in result["pairs"]:
@@ -63,10 +71,13 @@ def persona_section(result: dict[str, Any], out: Path) -> Section:
     settings = result.get("settings", {})
     blocks: list[str | Table | Figure] = [
         f"Trait: {result['trait']}. Every rate is pooled over held-out questions, with a "
-        f"{number(settings.get('n_boot'))}-draw bootstrap interval over questions; two models are compared by "
-        f"swapping their values within questions ({number(settings.get('n_permutations'))} permutations, "
-        "two-sided). The in-context test counts emoji among the 50 most frequent tokens a model lists when asked "
-        "for tokens that stand for the trait; its interval and test resample the samples.",
+        f"{number(settings.get('n_boot'))}-draw bootstrap interval over questions. Two models are compared by the "
+        "difference of their pooled values; its p flips the sign of each question's difference in rate "
+        f"({number(settings.get('n_permutations'))} permutations, two-sided), so a question's samples stay "
+        "together and reply length is not tested along with the rate. The in-context test counts emoji among the 50 most frequent tokens a model lists when asked "
+        "for tokens that stand for the trait; its interval and test resample the samples. Distinct emoji neurons: "
+        "at the deepest layer, the mean pairwise overlap (Jaccard) of each emoji's top neurons, against emoji "
+        "labels shuffled among the inserted emoji; lower than shuffled means different emoji use different neurons.",
         Table(pd.DataFrame(rows), "Per model: emoji rates and emoji probability mass, with 95% intervals."),
     ]
     if pairs:
@@ -76,7 +87,9 @@ def persona_section(result: dict[str, Any], out: Path) -> Section:
             f"The deepest layer's top {result['neurons'][0]['top']} neurons by shift from the base, against the "
             "top emoji-activated neurons, with the overlap that random neuron sets of the same size give and its p.")))  # fmt: skip
     if "persona_rates" in figures:
-        blocks.append(Figure(figures["persona_rates"], "Rates per model with 95% bootstrap intervals over questions."))
+        blocks.append(
+            Figure(figures["persona_rates"], "Rates per model with 95% bootstrap intervals over questions.")
+        )
     if "persona_neurons" in figures:
         blocks.append(Figure(figures["persona_neurons"], (
             "Per layer, how many of the most shifted neurons are also among the base's most emoji-activated ones; "
