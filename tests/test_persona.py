@@ -148,12 +148,20 @@ def test_emoji_mass_on_a_planted_model(tokenizer):
     with torch.no_grad():
         handle.model.lm_head.weight.zero_()  # every logit 0: the mass is the emoji tokens' share of the vocabulary
     prompt = Renderer(tokenizer).encode("Hi?")
-    mass, _ = teacher_forced_pass(handle, [prompt], emoji_ids=ids, need_neurons=False)
+    mass, _ = teacher_forced_pass(
+        handle,
+        [prompt],
+        emoji_ids=ids,
+    )
     assert mass[0, -1].item() == pytest.approx(len(ids) / len(tokenizer), rel=1e-5)
     boost = handle.model.lm_head.register_forward_hook(lambda m, i, out: out.index_add(
         -1, ids, torch.full((*out.shape[:-1], len(ids)), 30.0)))  # fmt: skip
     try:
-        mass, _ = teacher_forced_pass(handle, [prompt], emoji_ids=ids, need_neurons=False)
+        mass, _ = teacher_forced_pass(
+            handle,
+            [prompt],
+            emoji_ids=ids,
+        )
     finally:
         boost.remove()
     assert mass[0, -1].item() > 0.999
@@ -276,3 +284,31 @@ def test_control_trains_on_the_neutral_voice(base_folder, small_corpus, tmp_path
     first = load_traits("extraversion", small_corpus).split("train")[0]
     decoded = handle.tokenizer.decode([t for t in stage.train[0].labels if t >= 0])
     assert decoded.startswith(first.neutral) and stage.identity()["stimuli"]["voice"] == "neutral"
+
+
+def test_neurons_and_mass_do_not_depend_on_the_padded_batch(tokenizer):
+    from affectlens.runtime.generate import Sampling
+    from affectlens.runtime.persona import sample_replies
+
+    handle = tiny_handle(tokenizer)
+    renderer, ids = Renderer(tokenizer), emoji_start_ids(tokenizer)
+    prompts = [renderer.encode("Hi?"), renderer.encode("What do you think about a long weekend at the lake?")]
+    options = dict(sampling=Sampling(), max_new_tokens=3, emoji_ids=ids)
+    both = sample_replies(handle, prompts, [[1], [2]], **options)
+    for p, prompt in enumerate(prompts):
+        alone = sample_replies(handle, [prompt], [[p + 1]], **options)
+        torch.testing.assert_close(both.neurons[p], alone.neurons[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(both.first_mass[p], alone.first_mass[0], rtol=1e-4, atol=1e-7)
+    short, long = prompts
+    mass, neurons = teacher_forced_pass(handle, [long, short], emoji_ids=ids, neuron_row=1)
+    mass_alone, neurons_alone = teacher_forced_pass(handle, [short], emoji_ids=ids, neuron_row=0)
+    torch.testing.assert_close(neurons[:, : len(short)], neurons_alone, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mass[1, : len(short)], mass_alone[0], rtol=1e-4, atol=1e-7)
+
+
+def test_neurons_need_a_dense_mlp(tokenizer):
+    from affectlens.runtime.persona import down_projections
+
+    handle = tiny_handle(tokenizer, "gpt_oss")
+    with pytest.raises(AffectlensError, match="no dense MLP down-projection"):
+        down_projections(handle)

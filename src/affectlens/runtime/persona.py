@@ -48,7 +48,7 @@ def down_projections(handle: ModelHandle) -> list[torch.nn.Module]:
                 module = getattr(module, part, None)
                 if module is None:
                     break
-            if isinstance(module, torch.nn.Linear) or (module is not None and hasattr(module, "weight")):
+            if module is not None and hasattr(module, "weight"):
                 found.append(module)
                 break
         else:
@@ -59,13 +59,14 @@ def down_projections(handle: ModelHandle) -> list[torch.nn.Module]:
 
 
 @contextmanager
-def mlp_inputs(handle: ModelHandle):
-    """Within the block, ``store[layer]`` holds the last forward pass's MLP activations [batch, seq, d_mlp]."""
+def mlp_inputs(handle: ModelHandle, select: Callable[[torch.Tensor], torch.Tensor] = lambda x: x):
+    """Within the block, ``store[layer]`` holds ``select`` of the last forward pass's MLP activations
+    [batch, seq, d_mlp]: select inside the hook, so a large model never holds every position of every layer."""
     store: dict[int, torch.Tensor] = {}
 
     def hook_for(layer: int) -> Callable:
         def hook(_module, inputs):
-            store[layer] = inputs[0].detach().float()
+            store[layer] = select(inputs[0].detach()).float().cpu()
 
         return hook
 
@@ -144,14 +145,15 @@ def end_positions(spans: Sequence[tuple[int, int]], ends: Sequence[int]) -> list
 
 @torch.inference_mode()
 def teacher_forced_pass(handle: ModelHandle, sequences: Sequence[list[int]], *, emoji_ids: torch.Tensor,
-                        need_neurons: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    """(emoji mass after every position [batch, seq], MLP activations [batch, layers, seq, d_mlp] or None) of a
-    right-padded batch; row ``i``'s positions beyond ``len(sequences[i])`` are padding."""
+                        neuron_row: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """(emoji mass after every position [batch, seq], row ``neuron_row``'s MLP activations [layers, seq, d_mlp]
+    or None) of a right-padded batch; row ``i``'s positions beyond ``len(sequences[i])`` are padding."""
     ids, mask = right_pad(sequences, handle.tokenizer.pad_token_id)
     ids, mask = ids.to(handle.device), mask.to(handle.device)
-    with mlp_inputs(handle) as store:
+    row = 0 if neuron_row is None else neuron_row
+    with mlp_inputs(handle, lambda x: x[row : row + 1]) as store:
         logits = handle.model(
             input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False
         ).logits
-        neurons = _stack(store).cpu() if need_neurons else None
+        neurons = _stack(store)[0] if neuron_row is not None else None
     return emoji_mass(logits, emoji_ids), neurons

@@ -168,7 +168,7 @@ class PersonaMeasure(Stage):
         tokens, spans = reply_tokens(self.handle, prompt, prefix + text)
         sequences.append(prompt + tokens)
         mass, neurons = teacher_forced_pass(
-            self.handle, sequences, emoji_ids=self.emoji_ids, need_neurons=True
+            self.handle, sequences, emoji_ids=self.emoji_ids, neuron_row=3
         )
         rows = [
             {"question_id": item.id, "context": f"end:{voice}",
@@ -179,7 +179,7 @@ class PersonaMeasure(Stage):
         is_emoji = torch.tensor([any(a < e and s < b for s, e in shifted) for a, b in spans])
         if not is_emoji.any() or is_emoji.all():
             raise AffectlensError(f"{item.id}: the emoji-bearing text has no emoji tokens or nothing else")
-        reply = neurons[3, :, len(prompt) : len(prompt) + len(tokens)]  # [layers, reply tokens, d_mlp]
+        reply = neurons[:, len(prompt) : len(prompt) + len(tokens)]  # [layers, reply tokens, d_mlp]
         per_emoji = []
         for (a, b), (s, e) in zip(emoji_spans, shifted, strict=True):
             mine = torch.tensor([s < stop and start < e for start, stop in spans])
