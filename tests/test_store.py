@@ -69,3 +69,24 @@ def test_unreadable_files_give_one_line_errors(tmp_path):
         RunStore(tmp_path / "run").manifest()
     with pytest.raises(AffectlensError, match="no finished 'elicit' stage"):
         RunStore(tmp_path / "empty").require("elicit")
+
+
+def test_tensor_files_are_byte_identical_across_processes(tmp_path):
+    """safetensors writes its metadata from a hash map whose order changes per process; the header is sorted."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from affectlens.store.atomic import write_tensors\n"
+        "write_tensors(sys.argv[1], {'b': torch.zeros(2), 'a': torch.arange(5.0)},\n"
+        "              metadata={'layers': '0,1', 'position': 'x', 'prompt_order': 'p', 'z': '1', 'q': '2'})\n"
+    )
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert len({p.read_bytes() for p in paths}) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(paths[0]), "pt") as f:
+        assert f.metadata()["layers"] == "0,1" and f.get_tensor("a").tolist() == [0, 1, 2, 3, 4]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 
 from affectlens.errors import AffectlensError
 
@@ -52,7 +53,8 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except AffectlensError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # The message is text, not markup: "[ray]" in "pip install 'affectlens[ray]'" must survive.
+            err.print(f"[bold red]error:[/] {rich_escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; run the same command again to resume")

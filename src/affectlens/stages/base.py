@@ -3,13 +3,21 @@
 A stage names its units of work by key (a prompt id, a story key, an emotion). ``run`` refuses a folder that
 holds a different run, skips keys whose part is already on disk, computes the rest in groups (each group one
 atomic part, so a killed run resumes where it stopped), then merges the parts into the run's files.
+
+``run`` is three phases that an executor may also call apart, on different processes or machines that share
+the run folder (``affectlens.study``): ``schedule`` (validate, begin, the pending groups), ``compute_groups``
+(any subset of those groups, in any order, on any number of copies of the stage) and ``complete`` (merge,
+finish). Because the groups are planned once and the parts merge by key, the run's files do not depend on who
+computed which group. That holds as long as ``prepare`` and ``compute`` do not depend on which other groups a
+copy was given, as for elicitation, likelihood and vectors (not for persona training, whose epochs follow one
+another and which no study shards).
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +46,8 @@ class Stage(ABC):
         self.handle = handle
         self.store = RunStore(out)
         self.quiet = quiet
+        self.pending: list[str] = []  # the keys this run computes (set by ``schedule`` or ``complete``)
+        self._prepared = False
 
     def validate(self) -> None:
         """Raise a one-line error for bad input, before the manifest is touched."""
@@ -59,7 +69,8 @@ class Stage(ABC):
         return 1
 
     def prepare(self, pending: Sequence[str]) -> None:
-        """Work shared by every group (a KV cache, a logits processor), done once per run."""
+        """Work shared by every group (a KV cache, a logits processor), done once per copy of the stage. It may
+        depend on whether anything is pending, not on which keys are: a copy is prepared for its first groups."""
         return None
 
     @abstractmethod
@@ -88,16 +99,54 @@ class Stage(ABC):
                 f"would mix precisions. Use --dtype {was}, or a new --out folder."
             )
 
-    def run(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------------------------------ the phases
+
+    def schedule(self) -> list[list[str]] | None:
+        """Validate, begin (or resume) the run, and return its pending groups; None when it had finished.
+
+        An empty list means every part is on disk and only ``complete`` is left.
+        """
         self.validate()
         self._check_precision()
         if self.store.begin(self.name, self.identity(), self.manifest_extra()):
-            return self.store.stage(self.name)["summary"]
-        keys = self.keys()
+            return None
         done = self.store.done_keys(self.name)
-        pending = [key for key in keys if key not in done]
+        self.pending = [key for key in self.keys() if key not in done]
+        return self.groups(self.pending)
+
+    def compute_groups(
+        self, groups: Sequence[list[str]], report: Callable[[list[str]], None] | None = None
+    ) -> None:
+        """Compute ``groups`` (some or all of what ``schedule`` planned) and write each as one part.
+
+        ``report`` is called after each part is on disk. A part written twice (a retried shard) is written
+        with the same content under the same name, atomically: nothing is lost or duplicated.
+        """
+        if not self._prepared:
+            self.prepare([key for group in groups for key in group])
+            self._prepared = True
+        for group in groups:
+            part = self.compute(group)
+            self.store.write_part(self.name, self.tag(group), group, tables=part.tables, tensors=part.tensors)
+            if report is not None:
+                report(group)
+
+    def complete(self, seconds: float, pending: Sequence[str]) -> dict[str, Any]:
+        """Merge every part into the run's files and finish; ``pending`` is what this run computed (its
+        rates), ``seconds`` how long that took."""
+        self.pending = list(pending)
+        summary = self.merge(seconds, len(self.pending))
+        self.store.finish(self.name, summary=summary)
+        return summary
+
+    def run(self) -> dict[str, Any]:
+        groups = self.schedule()
+        if groups is None:
+            return self.store.stage(self.name)["summary"]
+        keys, pending = self.keys(), self.pending
         started = time.perf_counter()
         self.prepare(pending)
+        self._prepared = True
         step = self.weight()
         with progress(self.quiet) as bar:
             task = bar.add_task(
@@ -105,12 +154,5 @@ class Stage(ABC):
                 total=len(keys) * step,
                 completed=(len(keys) - len(pending)) * step,
             )
-            for group in self.groups(pending):
-                part = self.compute(group)
-                self.store.write_part(
-                    self.name, self.tag(group), group, tables=part.tables, tensors=part.tensors
-                )
-                bar.advance(task, len(group) * step)
-        summary = self.merge(time.perf_counter() - started, len(pending))
-        self.store.finish(self.name, summary=summary)
-        return summary
+            self.compute_groups(groups, lambda group: bar.advance(task, len(group) * step))
+        return self.complete(time.perf_counter() - started, pending)

@@ -273,9 +273,6 @@ class Vectors(Stage):
     def keys(self) -> list[str]:
         return list(self.items)
 
-    def prepare(self, pending: Sequence[str]) -> None:
-        self.pending_tokens = sum(len(self.items[k].ids) for k in pending)
-
     def groups(self, pending: Sequence[str]) -> list[list[str]]:
         return [
             [i.key for i in b] for b in buckets([self.items[k] for k in pending], self.config.batch_tokens)
@@ -323,6 +320,9 @@ class Vectors(Stage):
         write_vectors(self.store.root, tables, {"stories": stories, **{k: acts[k] for k in ("neutral", "implicit")}},
                       vectors, metadata)  # fmt: skip
         n_tokens = sum(len(self.items[k].ids) for k in self.items)
+        # From ``self.pending``, not counted in ``prepare``: on the Ray executor the copy of the stage that
+        # merges may not have prepared, and one that did saw only its own shards.
+        pending_tokens = sum(len(self.items[k].ids) for k in self.pending)
         return {
             "n_stories": len(corpus.stories),
             "n_neutral": len(corpus.neutral),
@@ -333,7 +333,7 @@ class Vectors(Stage):
             "denoise_components_at_headline": counts[h],
             "n_tokens": int(n_tokens),
             "seconds": round(seconds, 1),
-            "tokens_per_second": round(self.pending_tokens / max(seconds, 1e-9), 1),
+            "tokens_per_second": round(pending_tokens / max(seconds, 1e-9), 1),
         }
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -81,11 +82,21 @@ def write_parquet(path: Path | str, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes ``__metadata__`` from a hash map, in
+    an order that changes from one process to the next, and the same tensors must give the same bytes."""
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensor data stays 8-byte aligned
+    return struct.pack("<Q", len(header)) + header + data[8 + n :]
+
+
 def write_tensors(
     path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.write_bytes(canonical_safetensors(data))
 
 
 def write_figure(figure: Any, path: Path | str, **savefig: Any) -> None:
