@@ -86,7 +86,9 @@ def _interval_over_samples(samples: list[list[str]], n_boot: int, seed: int) -> 
     return float(lo), float(hi)
 
 
-def model_rates(run: MeasureRun, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def model_rates(
+    run: MeasureRun, *, n_boot: int = 1000, n_permutations: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     table = per_question(run)
     out: dict[str, Any] = {
         "label": run.label,
@@ -99,7 +101,8 @@ def model_rates(run: MeasureRun, *, n_boot: int = 1000, seed: int = 0) -> dict[s
     samples = incontext_items(run)
     listed = sum(len(s) for s in samples)
     diff, labels = per_emoji_differences(run, -1)
-    out["emoji_neurons"] = emoji_distinctness(diff, labels, n_permutations=min(n_boot, 1000), seed=seed)
+    out["emoji_neurons"] = emoji_distinctness(diff, labels, list(run.occurrences.question_id),
+                                              n_permutations=n_permutations, seed=seed)  # fmt: skip
     out["in_context"] = {
         "emoji_in_top50": emoji_in_top(samples),
         "ci": _interval_over_samples(samples, n_boot, seed),
@@ -115,7 +118,9 @@ def model_rates(run: MeasureRun, *, n_boot: int = 1000, seed: int = 0) -> dict[s
 def compare_pair(
     a: MeasureRun, b: MeasureRun, *, n_permutations: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
-    """B − A on every measure, paired by question, and the in-context test unpaired over samples."""
+    """B − A on every measure: the mean over questions of the difference in rate, whose p sign-flips each
+    question's difference (``pooled_difference``, of the pooled values, is descriptive); and the in-context
+    test unpaired over samples."""
     ta, tb = per_question(a), per_question(b)
     if list(ta["question_id"]) != list(tb["question_id"]):
         raise AffectlensError(
@@ -125,11 +130,16 @@ def compare_pair(
     for name, (num, den) in MEASURES.items():
         keep = np.isfinite(ta[num]) & np.isfinite(tb[num]) & (ta[den] > 0) & (tb[den] > 0)
         rate_a, rate_b = ta[num][keep] / ta[den][keep], tb[num][keep] / tb[den][keep]
-        _, p = paired_rate_test(rate_a, rate_b, n_permutations=n_permutations, seed=seed)
-        difference = pooled(tb[num][keep], tb[den][keep]) - pooled(ta[num][keep], ta[den][keep])
-        out[name] = {"difference": difference, "p": p, "n": int(keep.sum())}
+        difference, p = paired_rate_test(rate_a, rate_b, n_permutations=n_permutations, seed=seed)
+        pooled_difference = pooled(tb[num][keep], tb[den][keep]) - pooled(ta[num][keep], ta[den][keep])
+        out[name] = {
+            "difference": difference,
+            "p": p,
+            "n": int(keep.sum()),
+            "pooled_difference": pooled_difference,
+        }
     diff, p = two_sample_test(emoji_in_top, incontext_items(a), incontext_items(b),
-                              n_permutations=min(n_permutations, 1000), seed=seed)  # fmt: skip
+                              n_permutations=n_permutations, seed=seed)  # fmt: skip
     out["in_context"] = {"difference": diff, "p": p, "n": [len(a.incontext), len(b.incontext)]}
     return out
 
@@ -158,17 +168,19 @@ def _mean_jaccard(sets: list[set[int]]) -> float:
     return float(np.mean([len(a & b) / len(a | b) for a, b in pairs])) if pairs else float("nan")
 
 
-def emoji_distinctness(diff: np.ndarray, labels: Sequence[str], *, top: int = 20, min_count: int = 3,
-                       n_permutations: int = 1000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def emoji_distinctness(diff: np.ndarray, labels: Sequence[str], texts: Sequence[str], *, top: int = 20,
+                       min_count: int = 3, n_permutations: int = 1000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Do different emoji activate different neurons? ``diff`` [occurrences, d_mlp] is each inserted emoji's
-    activation minus its text's other tokens. Per emoji seen ``min_count`` times or more: its top neurons by
-    mean difference; the statistic is their mean pairwise Jaccard overlap, against emoji labels shuffled among
-    the occurrences (one-sided: distinct emoji overlap less than shuffled groups do)."""
-    labels = np.asarray(labels)
+    activation minus its text's other tokens; ``texts`` names each occurrence's text. Per emoji seen
+    ``min_count`` times or more: its top neurons by mean difference; the statistic is their mean pairwise
+    Jaccard overlap, against emoji labels shuffled among the occurrences of each text (one-sided: distinct emoji
+    overlap less than shuffled groups do). Shuffling within a text holds its words and baseline fixed."""
+    labels, texts = np.asarray(labels), np.asarray(texts)
     kinds, counts = np.unique(labels, return_counts=True)
     kept = kinds[counts >= min_count]
     rows = np.isin(labels, kept)
-    diff, labels = diff[rows], labels[rows]
+    diff, labels, texts = diff[rows], labels[rows], texts[rows]
+    blocks = [np.flatnonzero(texts == t) for t in np.unique(texts)]
     if len(kept) < 2:
         return {"n_emoji": len(kept), "n_occurrences": len(labels), "mean_jaccard": float("nan"),
                 "null_mean": float("nan"), "p": float("nan"), "top": top}  # fmt: skip
@@ -182,14 +194,22 @@ def emoji_distinctness(diff: np.ndarray, labels: Sequence[str], *, top: int = 20
 
     observed = statistic(labels)
     rng = np.random.default_rng(seed)
-    null = np.array([statistic(rng.permutation(labels)) for _ in range(n_permutations)])
+
+    def shuffled() -> np.ndarray:
+        out = labels.copy()
+        for block in blocks:
+            out[block] = labels[rng.permutation(block)]
+        return out
+
+    null = np.array([statistic(shuffled()) for _ in range(n_permutations)])
     k = int(np.sum(null <= observed + 1e-12))
     return {"n_emoji": len(kept), "n_occurrences": len(labels), "mean_jaccard": observed,
             "null_mean": float(null.mean()), "p": (k + 1) / (n_permutations + 1), "top": top}  # fmt: skip
 
 
 def per_emoji_differences(run: MeasureRun, layer: int) -> tuple[np.ndarray, list[str]]:
-    """[occurrences, d_mlp] at ``layer``: each inserted emoji's activation minus its text's other tokens."""
+    """[occurrences, d_mlp] at ``layer``: each inserted emoji's activation minus its text's other tokens, and
+    each occurrence's emoji."""
     index = {q: i for i, q in enumerate(run.replies.question_id.drop_duplicates())}
     rows = torch.tensor([index[q] for q in run.occurrences.question_id])
     each, plain = run.neurons["each"][:, layer].double(), run.neurons["plain"][rows, layer].double()
@@ -229,10 +249,14 @@ def compare_persona(paths: Sequence[Path | str], *, n_boot: int = 1000, n_permut
     labels = [r.label for r in runs]
     if len(set(labels)) < len(labels):
         raise AffectlensError(f"two runs share a label ({labels}); measure them with distinct --label")
+    shapes = {tuple(r.neurons["trait"].shape[1:]) for r in runs}
+    if len(shapes) > 1:
+        raise AffectlensError(f"the runs are of models with different layers x MLP widths {sorted(shapes)}; "
+                              "compare a base with its own adapters")  # fmt: skip
     return {
         "trait": runs[0].trait,
         "runs": [str(r.root) for r in runs],
-        "models": [model_rates(r, n_boot=n_boot, seed=seed) for r in runs],
+        "models": [model_rates(r, n_boot=n_boot, n_permutations=n_permutations, seed=seed) for r in runs],
         "pairs": [
             compare_pair(a, b, n_permutations=n_permutations, seed=seed) for a, b in combinations(runs, 2)
         ],

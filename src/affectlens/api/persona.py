@@ -30,11 +30,12 @@ def persona_train(model: str | ModelHandle, out: str | Path, config: PersonaTrai
                   quiet: bool = False) -> dict[str, Any]:  # fmt: skip
     """Train (or resume) a LoRA adapter on ``config.trait``'s ``pole`` (or its neutral answers: ``control``)."""
     traits = load_traits(config.trait, corpus)  # a bad corpus fails before a model loads
-    qlora = qlora_available() if config.qlora is None else config.qlora
-    if qlora and not qlora_available():
-        raise AffectlensError("--qlora needs a CUDA GPU and bitsandbytes; leave it off for plain LoRA")
     if isinstance(model, str):
+        qlora = qlora_available() if config.qlora is None else config.qlora
+        if qlora and not qlora_available():
+            raise AffectlensError("--qlora needs a CUDA GPU and bitsandbytes; leave it off for plain LoRA")
         model = load_model(model, dtype=dtype, device=device, quantize="4bit" if qlora else None)
+    qlora = bool(getattr(model.model, "is_loaded_in_4bit", False))  # what was trained on, not what could be
     return PersonaTrain(model, str(out), traits, config, qlora=qlora, quiet=quiet).run()
 
 
@@ -52,10 +53,7 @@ def default_label(spec: str) -> str:
 def _measure_one(model: str | ModelHandle, out: Path, config: PersonaMeasureConfig, corpus, label: str | None,
                  dtype: str | None, device: str | None, quantize: str | None, quiet: bool) -> dict[str, Any]:  # fmt: skip
     spec = model if isinstance(model, str) else model.spec
-    if isinstance(model, str):
-        finished = (RunStore(out).stage(MEASURE) or {}).get("finished")
-        if finished:  # nothing to do: do not load the model just to find that out
-            return RunStore(out).stage(MEASURE)["summary"]
+    if isinstance(model, str):  # a finished run is checked against this model, config and corpus by the stage
         model = load_model(model, dtype=dtype, device=device, quantize=quantize)
     return PersonaMeasure(
         model, str(out), corpus, config, label=label or default_label(spec), quiet=quiet
@@ -74,13 +72,25 @@ def persona_measure(model: str | ModelHandle, out: str | Path, config: PersonaMe
     if baseline is None:
         return summary
     base_path = Path(baseline).expanduser()
-    if (RunStore(base_path).stage(MEASURE) or {}).get("finished") if base_path.is_dir() else False:
+    if base_path.is_dir() and (RunStore(base_path).stage(MEASURE) or {}).get("finished"):
         base_run = base_path
+        _same_measurement(base_run, out)
     else:
         base_run = out / "baseline"
         _measure_one(baseline, base_run, config, traits, None, dtype, device, quantize, quiet)
     comparison = persona_compare([base_run, out], out / "comparison")
     return summary | {"comparison": str(out / "comparison" / PERSONA_ANALYSIS), "pairs": comparison["pairs"]}
+
+
+def _same_measurement(baseline: Path, run: Path) -> None:
+    """A baseline measure run must have measured the same questions the same way."""
+    a, b = (RunStore(p).require(MEASURE)["identity"] for p in (baseline, run))
+    for part in ("stimuli", "config"):
+        if a[part] != b[part]:
+            raise AffectlensError(
+                f"baseline {baseline} was measured with another {part} than {run}; measure the baseline again "
+                "with the same settings (pass its model spec as --baseline)"
+            )
 
 
 def persona_compare(runs: list[str | Path], out: str | Path, *, n_boot: int = 1000, n_permutations: int = 2000,

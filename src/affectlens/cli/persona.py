@@ -10,6 +10,7 @@ from rich.table import Table
 
 from affectlens.cli.common import Device, Dtype, ModelSpec, Out, Quantize, Quiet, app, console, user_errors
 from affectlens.config import PersonaMeasureConfig, PersonaTrainConfig
+from affectlens.errors import AffectlensError
 from affectlens.reporting.format import interval, number
 
 persona_app = typer.Typer(help="Personality fine-tuning (LoRA) and the emoji that emerge from it.",
@@ -55,6 +56,8 @@ def train(
     """Fine-tune a LoRA adapter on one trait pole; the run folder is then a model spec (--model RUN)."""
     from affectlens.api.persona import persona_train
 
+    if control and pole != "high":
+        raise AffectlensError("--control trains on the neutral answers; it takes no --pole")
     config = PersonaTrainConfig(
         trait=trait, pole=pole, control=control, rank=rank, alpha=alpha, dropout=dropout,
         target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),

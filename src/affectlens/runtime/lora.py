@@ -29,7 +29,9 @@ class Example:
     labels: list[int]  # IGNORE on the prompt's tokens
 
 
-def build_example(renderer: Renderer, question: str, answer: str, max_length: int) -> Example:
+def build_example(
+    renderer: Renderer, question: str, answer: str, max_length: int, where: str = ""
+) -> Example:
     """The prompt's tokens (masked) and the answer's, with the end-of-turn text the template adds."""
     tokenizer = renderer.tokenizer
     prompt_ids = renderer.encode(question)
@@ -41,11 +43,13 @@ def build_example(renderer: Renderer, question: str, answer: str, max_length: in
         ids = prompt_ids + tokenizer(renderer.reply_prefix + answer, add_special_tokens=False)["input_ids"]
         ids.append(tokenizer.eos_token_id)
     if ids[: len(prompt_ids)] != prompt_ids:
-        raise AffectlensError("the chat template renders a prompt differently inside a conversation")
+        raise AffectlensError(
+            f"{where}: the chat template renders the prompt differently inside a conversation"
+        )
     ids = ids[:max_length]
     labels = [IGNORE] * len(prompt_ids) + ids[len(prompt_ids) :]
     if all(label == IGNORE for label in labels):
-        raise AffectlensError(f"max_length {max_length} leaves no answer tokens; raise --max-length")
+        raise AffectlensError(f"{where}: --max-length {max_length} leaves no answer tokens; raise it")
     return Example(ids, labels[: len(ids)])
 
 

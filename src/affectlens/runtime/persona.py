@@ -103,7 +103,7 @@ def sample_replies(handle: ModelHandle, prompts: Sequence[list[int]], seeds: Seq
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     cache = DynamicCache(config=model.config)
-    with mlp_inputs(handle) as store:
+    with mlp_inputs(handle, lambda x: x[:, -1:]) as store:
         out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), cache=cache,
                     use_cache=True, logits_to_keep=1)  # fmt: skip
         neurons = _stack(store)[

@@ -167,9 +167,7 @@ class PersonaMeasure(Stage):
         text, emoji_spans = with_emoji(item.neutral, item.id)
         tokens, spans = reply_tokens(self.handle, prompt, prefix + text)
         sequences.append(prompt + tokens)
-        mass, neurons = teacher_forced_pass(
-            self.handle, sequences, emoji_ids=self.emoji_ids, neuron_row=3
-        )
+        mass, neurons = teacher_forced_pass(self.handle, sequences, emoji_ids=self.emoji_ids, neuron_row=3)
         rows = [
             {"question_id": item.id, "context": f"end:{voice}",
              "mass": float(mass[v, ends[v]].mean()) if ends[v] else float("nan"), "n": len(ends[v])}

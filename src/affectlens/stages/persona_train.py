@@ -56,7 +56,9 @@ class PersonaTrain(Stage):
 
         def examples(split: str) -> list:
             return [
-                build_example(self.renderer, i.question, i.answer(voice), limit)
+                build_example(
+                    self.renderer, i.question, i.answer(voice), limit, f"{self.corpus.source}: {i.id}"
+                )
                 for i in self.corpus.split(split)
             ]
 
@@ -116,6 +118,7 @@ class PersonaTrain(Stage):
         with atomic_folder(self.store.root / ADAPTER_DIR) as tmp:
             self.model.save_pretrained(str(tmp))
         n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.handle.model = self.model.unload()  # the handle is the base model again, as the caller gave it
         return {
             "n_train": len(self.train),
             "n_test": len(self.test),

@@ -4,8 +4,8 @@ A train run holds ``adapter/`` (peft's ``adapter_config.json`` and ``adapter_mod
 ``training.parquet`` (one row per optimizer step: epoch, step, loss). A measure run holds::
 
     replies.parquet     question_id, sample, reply, n_sentences, n_emoji_sentences, has_emoji, has_kaomoji
-    mass.parquet        question_id, first_token (emoji mass at the first reply token),
-                        sentence_end (mean emoji mass at the sentence ends of the fixed replies), n_ends
+    mass.parquet        question_id, context (first_token, or end:<voice>: the mean at the sentence ends of
+                        that corpus answer), mass, n (positions)
     incontext.parquet   sample, reply, items (the tokens the reply listed, JSON list)
     occurrences.parquet question_id, emoji: each emoji inserted into the emoji-bearing texts (rows of ``each``)
     neurons.safetensors trait [questions, layers, d_mlp] MLP activations at the last prompt token;

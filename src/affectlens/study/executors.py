@@ -31,6 +31,7 @@ Key = tuple[str, str]  # (model name, stage)
 Done = Callable[[str, str, dict[str, Any], float], None]  # model, stage, summary, seconds
 EXECUTORS = ("local", "ray")
 DEPTH = 2  # calls queued per actor: the next shard is already there when one finishes
+MAX_RETRIES = 3  # restarts of a dead worker, and retries of its shards, before the study stops
 
 
 def run_local(study: Study, *, quiet: bool, log: Callable[[str], None], on_done: Done) -> None:
@@ -96,6 +97,22 @@ def check_resources(ray: Any, study: Study, where: str) -> None:
                 )
 
 
+def check_dependencies_fit(ray: Any, study: Study) -> None:
+    """A likelihood that waits for another model's elicitation holds its workers while it waits, so every
+    worker of the study must fit at once, or the waiting model could keep the emitter from ever starting."""
+    if not any(stage_dependencies(study).values()):
+        return
+    total = ray.cluster_resources()
+    for option, name in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
+        asked = sum(e.workers * e.resources.ray_options()[option] for e in study.models)
+        if asked > total.get(name, 0) + 1e-9:
+            raise AffectlensError(
+                f"likelihood.faces is this study's own elicitation, so on Ray every model's workers must fit at "
+                f"once, but they ask for {asked:g} {name} of the cluster's {total.get(name, 0):g}; run the study "
+                "with stages [elicit] first, then with likelihood, or give fewer workers"
+            )
+
+
 @dataclass
 class _Job:
     model: str
@@ -158,7 +175,7 @@ class RayRun:
             # A worker that Ray gave no GPU must not pick one up by itself: Ray would not know it is in use.
             device = "cpu" if not entry.resources.num_gpus and entry.device is None else None
             actors = [
-                remote.options(**options, max_restarts=-1, max_task_retries=-1).remote(
+                remote.options(**options, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES).remote(
                     self.study, entry.name, cwd=os.getcwd(), threads=threads, probe=self.token, device=device
                 )
                 for _ in range(entry.workers)
@@ -207,7 +224,7 @@ class RayRun:
 
     def _handle(self, ref: Any, kind: str, model: _Model, job: _Job | None, actor: int) -> None:
         model.inflight[actor] -= 1
-        result = self._get(ref)
+        result = self._get(ref, model.name, job.stage if job else "")
         if kind == "start":
             model.ready.append(actor)
             if not model.loaded:
@@ -234,13 +251,18 @@ class RayRun:
             job.state = "done"
             self.on_done(job.model, job.stage, result, time.perf_counter() - job.started)
 
-    def _get(self, ref: Any) -> Any:
+    def _get(self, ref: Any, model: str = "", stage: str = "") -> Any:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, AffectlensError):  # a user error in a worker: its one line, not Ray's
                 raise AffectlensError(str(exc.cause)) from None
             raise
+        except self.ray.exceptions.RayActorError as exc:
+            raise AffectlensError(
+                f"a worker of model {model!r} ({stage or 'start'}) died {MAX_RETRIES + 1} times "
+                f"({str(exc).splitlines()[0][:120]}); its finished shards are on disk: fix the cause and rerun"
+            ) from None
 
     def _release(self, model: _Model) -> None:
         """Kill a model's actors once its stages are done: their GPUs go to models still waiting."""
@@ -265,12 +287,14 @@ def run_ray(
             extra = {} if address else {"include_dashboard": False}
             ray.init(address=address, logging_level="WARNING", **extra)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = address or "this machine (a new local cluster)"
             raise AffectlensError(
-                f"cannot reach a Ray cluster at {address}: {str(exc).splitlines()[0]}"
+                f"cannot reach a Ray cluster at {where}: {str(exc).splitlines()[0]}"
             ) from None
     try:
         if study.model_stages():
             check_resources(ray, study, address or "this machine")
+            check_dependencies_fit(ray, study)
         with progress(quiet) as bar:
             RayRun(ray, study, bar, log, on_done).run()
     finally:
