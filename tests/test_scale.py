@@ -317,3 +317,16 @@ def test_smollm2_on_ray_equals_the_local_executor(cluster, tmp_path):
         torch.set_num_threads(threads)
     execute(data | {"out": str(tmp_path / "ray")})
     assert_same_outputs(tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_cross_model_wait_that_could_deadlock_is_refused(cluster, folders, tmp_path):
+    # b's likelihood scores a's emitted faces; with 4 workers of a CPU each on a 2-CPU cluster, b's workers
+    # could hold the CPUs while waiting for a, which could then never start.
+    data = study_data(tmp_path / "study", folders, workers=(2, 2))
+    data["likelihood"]["faces"] = str(tmp_path / "study" / "a" / "elicit")
+    for model in data["models"]:
+        model["resources"] = {"num_cpus": 1}
+    with pytest.raises(AffectlensError) as caught:
+        run_study(parse_study(data), executor="ray", quiet=True, log=lambda _: None)
+    message = str(caught.value)
+    assert "\n" not in message and "every model's workers must fit at once" in message and "4 CPU" in message

@@ -25,16 +25,12 @@ _CLOSING = frozenset("\"'”’)]»")
 _CONTENT = regex.compile(r"[\p{L}\p{N}]")
 
 
-def _is_emoji(cluster: str) -> bool:
-    return is_emoji_cluster(cluster)
-
-
 def _run_end(clusters: list[str], i: int) -> tuple[int, int, bool]:
     """From ``i``, past spaces and emoji: (index after the run, index after its last emoji, saw a space)."""
     j, end, saw_space = i, i, False
-    while j < len(clusters) and (clusters[j].isspace() or _is_emoji(clusters[j])):
+    while j < len(clusters) and (clusters[j].isspace() or is_emoji_cluster(clusters[j])):
         saw_space |= clusters[j].isspace()
-        if _is_emoji(clusters[j]):
+        if is_emoji_cluster(clusters[j]):
             end = j + 1
         j += 1
     return j, end, saw_space
@@ -53,7 +49,7 @@ def _line_breaks(clusters: list[str]) -> list[tuple[int, int]]:
             if j == len(clusters) or saw_space:
                 pieces.append((begin, end))
                 begin = i = j
-        elif _is_emoji(c):
+        elif is_emoji_cluster(c):
             j, end, saw_space = _run_end(clusters, i)
             if saw_space and j < len(clusters) and clusters[j][:1].isupper():
                 pieces.append((begin, end))
@@ -73,7 +69,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
             starts.append(starts[-1] + len(c))
         for begin, stop in _line_breaks(clusters):
             piece = line[starts[begin] : starts[stop]]
-            if _CONTENT.search(piece) or any(_is_emoji(c) for c in clusters[begin:stop]):
+            if _CONTENT.search(piece) or any(is_emoji_cluster(c) for c in clusters[begin:stop]):
                 lead = len(piece) - len(piece.lstrip())
                 spans.append((offset + starts[begin] + lead, offset + starts[begin] + len(piece.rstrip())))
         offset += len(line) + 1
@@ -85,12 +81,12 @@ def split_sentences(text: str) -> list[str]:
 
 
 def has_emoji(text: str) -> bool:
-    return any(_is_emoji(c) for c in _GRAPHEME.findall(text))
+    return any(is_emoji_cluster(c) for c in _GRAPHEME.findall(text))
 
 
 def emoji_in(text: str) -> list[str]:
     """The emoji grapheme clusters of ``text``, in order."""
-    return [c for c in _GRAPHEME.findall(text) if _is_emoji(c)]
+    return [c for c in _GRAPHEME.findall(text) if is_emoji_cluster(c)]
 
 
 def has_kaomoji(text: str) -> bool:
@@ -124,7 +120,7 @@ def listed_items(reply: str) -> list[str]:
     for chunk in regex.split(r"[\s,;/|]+", reply):
         emoji = emoji_in(chunk)
         items.extend(emoji)
-        word = "".join(c for c in _GRAPHEME.findall(chunk) if not _is_emoji(c))
+        word = "".join(c for c in _GRAPHEME.findall(chunk) if not is_emoji_cluster(c))
         word = regex.sub(r"^[\p{P}\p{S}\d]+|[\p{P}\p{S}]+$", "", word).lower()
         if _CONTENT.search(word):
             items.append(word)
@@ -142,4 +138,4 @@ def top_items(replies: Sequence[Sequence[str]], k: int = 50) -> list[tuple[str, 
 
 def is_emoji_item(item: str) -> bool:
     """A listed item that is one emoji (``listed_items`` gives each emoji its own item)."""
-    return bool(item) and all(_is_emoji(c) for c in _GRAPHEME.findall(item))
+    return bool(item) and all(is_emoji_cluster(c) for c in _GRAPHEME.findall(item))

@@ -19,6 +19,7 @@ import torch
 
 from affectlens.errors import AffectlensError
 from affectlens.runtime.arch import Arch, resolve
+from affectlens.runtime.quantize import quantization_config
 from affectlens.store.atomic import atomic_folder, atomic_path, write_text
 
 
@@ -258,31 +259,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
-
-
-QUANTIZE = ("4bit", "8bit")
-
-
-def quantization_config(quantize: str | None, device: str, compute_dtype: torch.dtype) -> object | None:
-    """transformers' bitsandbytes config for ``--quantize``; refused in one line where it cannot run."""
-    if quantize is None:
-        return None
-    if quantize not in QUANTIZE:
-        raise AffectlensError(f"unknown --quantize {quantize!r}; use 4bit or 8bit")
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        raise AffectlensError(
-            f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this run is on {device}. "
-            "Load in full precision instead, e.g. --dtype bfloat16"
-        )
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise AffectlensError(f"--quantize {quantize} needs bitsandbytes: pip install bitsandbytes")
-    from transformers import BitsAndBytesConfig
-
-    if quantize == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
-    )
 
 
 def load_model(

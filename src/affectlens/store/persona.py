@@ -40,11 +40,6 @@ def write_training(root: Path, steps: pd.DataFrame) -> None:
     write_parquet(root / "training.parquet", steps)
 
 
-def read_training(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    root, entry = _finished(path, TRAIN)
-    return read_parquet(root / "training.parquet"), entry
-
-
 @dataclass
 class MeasureRun:
     root: Path

@@ -146,9 +146,6 @@ class ModelWorker:
         """Merge the parts of ``stage`` and finish it; returns the manifest's summary."""
         return self._ready(stage).complete(seconds, pending)
 
-    def pid(self) -> int:
-        return os.getpid()
-
     # ------------------------------------------------------------------------------------------------ stages
 
     def _ready(self, stage: str) -> Any:
