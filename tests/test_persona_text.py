@@ -205,13 +205,11 @@ def test_distinct_emoji_neurons_against_shuffled_labels():
         diff[i * 8 : (i + 1) * 8, list(planted)] += 3.0  # each emoji its own neurons
     texts = [f"q{i % 8}" for i in range(24)]  # each text holds one of each emoji
     distinct = emoji_distinctness(diff, labels, texts, top=20, n_permutations=200)
-    assert (
-        distinct["n_emoji"] == 3
-        and distinct["mean_jaccard"] < 0.1
-        and distinct["p"] < 0.05
-    )
+    assert distinct["n_emoji"] == 3 and distinct["mean_jaccard"] < 0.1 and distinct["p"] < 0.05
     shared = rng.normal(size=(24, 200))
     shared[:, :20] += 3.0  # every emoji the same neurons
     same = emoji_distinctness(shared, labels, texts, top=20, n_permutations=200)
     assert same["mean_jaccard"] > 0.6 and same["p"] > 0.05
-    assert emoji_distinctness(diff[:2], labels[:2], texts[:2], n_permutations=10)["n_emoji"] == 0  # too few to test
+    assert (
+        emoji_distinctness(diff[:2], labels[:2], texts[:2], n_permutations=10)["n_emoji"] == 0
+    )  # too few to test
