@@ -97,6 +97,21 @@ def synthesize(judge: str, out: str | Path, *, contexts: str | Path, config: Syn
     return run(judge, out, contexts=contexts, config=config, api=api, dry_run=dry_run, quiet=quiet)
 
 
+def face_vocabulary(source: str, config: LikelihoodConfig) -> list[str]:
+    """The faces ``source`` names: "catalogue", an elicitation run (its emitted faces, prompted as ``config``
+    prompts) or a catalogue file."""
+    from affectlens.stages.likelihood import check_same_prompting
+    from affectlens.stimuli import load_catalogue
+    from affectlens.store.runs import emitted_faces
+
+    if source == "catalogue":
+        return load_catalogue()
+    if Path(source).is_dir():
+        check_same_prompting(source, config)
+        return emitted_faces(source)
+    return load_catalogue(source)
+
+
 def likelihood(model: ModelHandle | str, out: str | Path, *, faces: Sequence[str] | str | Path = "catalogue",
                prompts: PromptSet | str | Path | None = None, config: LikelihoodConfig | None = None,
                quiet: bool = False) -> dict[str, Any]:  # fmt: skip
@@ -105,20 +120,12 @@ def likelihood(model: ModelHandle | str, out: str | Path, *, faces: Sequence[str
     ``faces``: a list of faces, ``"catalogue"``, a file with one face a line, or an elicitation run folder
     (the faces it emitted).
     """
-    from affectlens.stages.likelihood import check_same_prompting
     from affectlens.stages.likelihood import likelihood as run
-    from affectlens.stimuli import load_catalogue
-    from affectlens.store.runs import emitted_faces
 
     config = config or LikelihoodConfig()
     if isinstance(faces, str | Path):
         source = str(faces)
-        if Path(source).is_dir():
-            check_same_prompting(source, config)
-        vocabulary = (
-            load_catalogue() if source == "catalogue"
-            else emitted_faces(source) if Path(source).is_dir() else load_catalogue(source)
-        )  # fmt: skip
+        vocabulary = face_vocabulary(source, config)
     else:
         source, vocabulary = "list", list(faces)
     handle = _handle(model)

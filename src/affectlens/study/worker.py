@@ -180,22 +180,16 @@ class ModelWorker:
                 handle, folder, self._prompts.balanced(block.prompts_per_cell), config, quiet=True
             )
         if stage == "likelihood":
-            from affectlens.stages.likelihood import Likelihood, check_same_prompting
-            from affectlens.stimuli import load_catalogue
-            from affectlens.store.runs import emitted_faces
+            from affectlens.api import face_vocabulary
+            from affectlens.stages.likelihood import Likelihood
 
             block = study.likelihood
             config = LikelihoodConfig(
                 **block.model_dump(exclude={"faces", "prompts_per_cell"})
                 | {"primed": entry.primed, "instruction": study.instruction}
             )
-            source = block.faces  # as api.likelihood reads it: the catalogue, a run folder, or a file
-            if Path(source).is_dir():
-                check_same_prompting(source, config)
-            faces = (
-                load_catalogue() if source == "catalogue"
-                else emitted_faces(source) if Path(source).is_dir() else load_catalogue(source)
-            )  # fmt: skip
+            source = block.faces
+            faces = face_vocabulary(source, config)
             subset = self._prompts.balanced(block.prompts_per_cell)
             return Likelihood(handle, folder, faces, subset, config, faces_source=source, quiet=True)
         if stage == "vectors":
